@@ -1,0 +1,97 @@
+"""Aggregators: how a forecast's samples become one number.
+
+Every aggregator is an L-statistic, a weighted average of the predictive distribution's
+quantile function Q(u):
+
+    value = w * mean(Q(u) for u uniform on [lo, hi])  +  sum(a_k * Q(q_k))     (w + sum a_k = 1)
+
+which gives one definition for both uses: on S sorted samples x_(0) <= ... <= x_(S-1) (with
+k = floor(p * S) samples cut from a trimmed end) and, for a backend that knows its predictive
+distribution, exactly (``exact``). The built-in names (``compiled_opt.plugins.aggregators``):
+
+- ``mean``; ``median`` and ``quantile_q`` (linear interpolation between order statistics, as
+  ``numpy.quantile``'s default);
+- ``trimmed_mean_P``: the mean after dropping the lowest and the highest k samples, p = P/100;
+- ``lower_trimmed_mean_P`` / ``upper_trimmed_mean_P``: drop only the lowest / highest k;
+- ``winsorized_mean_P``: the lowest k samples set to x_(k), the highest k to x_(S-1-k), then the mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Aggregator:
+    """One aggregator: its L-statistic (interval [lo, hi] with weight w, point atoms) and name."""
+
+    name: str
+    lo: float = 0.0
+    hi: float = 1.0
+    weight: float = 1.0
+    atoms: tuple[tuple[float, float], ...] = ()
+    winsorize: bool = False
+
+    def __call__(self, samples: torch.Tensor, dim: int = -2) -> torch.Tensor:
+        """Aggregate ``samples`` along ``dim`` (the sample axis)."""
+        x = samples.movedim(dim, -1)
+        if self.weight == 0.0:
+            qs = torch.tensor([q for q, _ in self.atoms], dtype=x.dtype, device=x.device)
+            ws = torch.tensor([a for _, a in self.atoms], dtype=x.dtype, device=x.device)
+            return (torch.quantile(x, qs, dim=-1).movedim(0, -1) * ws).sum(-1)
+        n = x.shape[-1]
+        x = x.sort(dim=-1).values
+        cut_lo, cut_hi = int(np.floor(self.lo * n + 1e-9)), int(np.floor((1 - self.hi) * n + 1e-9))
+        if self.winsorize:
+            return x.clamp(x[..., cut_lo : cut_lo + 1], x[..., n - 1 - cut_hi : n - cut_hi]).mean(-1)
+        return x[..., cut_lo : n - cut_hi].mean(-1)
+
+    def exact(self, quantile: Callable[[torch.Tensor], torch.Tensor], nodes: int = 64) -> torch.Tensor:
+        """The aggregate of a known distribution, from its quantile function.
+
+        ``quantile(u)`` takes probabilities of shape ``[K]`` and returns ``[..., K]``. The
+        interval part uses ``nodes``-point Gauss-Legendre quadrature on [lo, hi]; backends with a
+        closed form (the mean) should use it instead when [lo, hi] reaches a heavy tail.
+        """
+        total = 0.0
+        if self.weight:
+            t, w = np.polynomial.legendre.leggauss(nodes)
+            u = torch.tensor(self.lo + (t + 1) * (self.hi - self.lo) / 2, dtype=torch.float64)
+            wts = torch.tensor(w / 2, dtype=torch.float64)
+            q = quantile(u)
+            total = self.weight * (q * wts.to(q)).sum(-1)
+            if self.winsorize:
+                edge = quantile(torch.tensor([self.lo, self.hi], dtype=torch.float64))
+                total = total * (self.hi - self.lo) + self.lo * edge[..., 0] + (1 - self.hi) * edge[..., 1]
+        if self.atoms:
+            q = quantile(torch.tensor([p for p, _ in self.atoms], dtype=torch.float64))
+            total = total + (q * torch.tensor([a for _, a in self.atoms]).to(q)).sum(-1)
+        return total
+
+
+def mean() -> Aggregator:
+    return Aggregator("mean")
+
+
+def quantile(q: float, name: str | None = None) -> Aggregator:
+    return Aggregator(name or f"quantile_{q:.2f}", weight=0.0, atoms=((q, 1.0),))
+
+
+def trimmed(p: float, name: str) -> Aggregator:
+    return Aggregator(name, lo=p, hi=1 - p)
+
+
+def lower_trimmed(p: float, name: str) -> Aggregator:
+    return Aggregator(name, lo=p, hi=1.0)
+
+
+def upper_trimmed(p: float, name: str) -> Aggregator:
+    return Aggregator(name, lo=0.0, hi=1 - p)
+
+
+def winsorized(p: float, name: str) -> Aggregator:
+    return Aggregator(name, lo=p, hi=1 - p, winsorize=True)

@@ -1,0 +1,130 @@
+"""Market data: one Parquet file per symbol, checked once, cut into forecast windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from compiled_opt.engine.backend import FEATURES, WindowBatch
+from compiled_opt.engine.errors import UsageError
+
+REQUIRED = ("timestamp", "open", "high", "low", "close", "volume")
+PRICES = ("open", "high", "low", "close")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One symbol's bars: ``time`` ``[T]`` int64 epoch seconds, ``values`` ``[T, 6]`` float64 (``FEATURES``)."""
+
+    symbol: str
+    path: Path
+    time: torch.Tensor
+    values: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.time.shape[0]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Target rows of the validation windows (used to choose) and the test windows (only reported)."""
+
+    validation: range
+    test: range
+
+
+def symbol_path(directory: Path, symbol: str) -> Path:
+    return Path(directory) / f"{symbol}.parquet"
+
+
+def list_symbols(directory: Path) -> list[str]:
+    return sorted(p.stem for p in Path(directory).glob("*.parquet"))
+
+
+def read_series(path: Path, symbol: str | None = None) -> Series:
+    """Read and check one symbol's Parquet file; bad data is a ``UsageError`` naming file, row and reason."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError("no such data file (convert CSVs with `compiled-opt data import`)", str(path))
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UsageError(f"not a readable Parquet file ({exc})", str(path)) from exc
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise UsageError(f"missing column(s) {', '.join(missing)}; a data file needs {', '.join(REQUIRED)}", str(path))
+    time = _epoch_seconds(table.column("timestamp"), path)
+    cols = {c: table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False) for c in REQUIRED[1:]}
+    cols["amount"] = (
+        table.column("amount").cast(pa.float64()).to_numpy(zero_copy_only=False)
+        if "amount" in table.column_names
+        else cols["close"] * cols["volume"]
+    )
+    values = np.stack([cols[c] for c in FEATURES], axis=1)
+    _check(path, time, values)
+    return Series(symbol or path.stem, path, torch.from_numpy(np.array(time)), torch.from_numpy(values))
+
+
+def _epoch_seconds(column: pa.ChunkedArray, path: Path) -> np.ndarray:
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise UsageError("missing timestamp", f"{path}: row {row}: timestamp")
+    kind = column.type
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        column = pc.cast(column, pa.timestamp("s")) if pa.types.is_date(kind) else column
+        return pc.cast(column, pa.timestamp("s")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(kind):
+        return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    raise UsageError(f"timestamp must be a timestamp, date or integer column, not {kind}", f"{path}: timestamp")
+
+
+def _check(path: Path, time: np.ndarray, values: np.ndarray) -> None:
+    for j, name in enumerate(FEATURES):
+        col = values[:, j]
+        bad = ~np.isfinite(col)
+        if bad.any():
+            raise UsageError("value is NaN or infinite", f"{path}: row {int(np.flatnonzero(bad)[0])}: {name}")
+        bad = col <= 0 if name in PRICES else col < 0
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise UsageError(f"{'non-positive price' if name in PRICES else 'negative value'} {col[row]}", f"{path}: row {row}: {name}")
+    step = np.diff(time)
+    if (step <= 0).any():
+        row = int(np.flatnonzero(step <= 0)[0]) + 1
+        what = "duplicate" if step[row - 1] == 0 else "unsorted"
+        raise UsageError(f"{what} timestamp (rows must be strictly increasing in time)", f"{path}: row {row}: timestamp")
+
+
+def splits(length: int, val_window: int, test_window: int, horizon: int) -> Splits:
+    """The last ``test_window`` windows are test, the ``val_window`` before them validation."""
+    end = length - horizon + 1
+    return Splits(range(end - test_window - val_window, end - test_window), range(end - test_window, end))
+
+
+def windows(series: Series, rows: range, context: int, horizon: int) -> WindowBatch:
+    """The windows whose targets start at ``rows``, each with the ``context`` rows before it."""
+    if rows.start - context < 0:
+        need = context + len(series) - rows.start
+        raise UsageError(
+            f"too little history: {len(series)} rows, but context {context} + the validation and test windows"
+            f" need {need}",
+            str(series.path),
+        )
+    target_rows = torch.arange(rows.start, rows.stop)
+    ctx = target_rows[:, None] + torch.arange(-context, 0)[None, :]
+    tgt = target_rows[:, None] + torch.arange(horizon)[None, :]
+    close = series.values[:, FEATURES.index("close")]
+    return WindowBatch(
+        symbol=series.symbol,
+        context=series.values[ctx],
+        context_time=series.time[ctx],
+        target=close[tgt],
+        target_time=series.time[tgt],
+        target_rows=target_rows,
+    )

@@ -1,0 +1,25 @@
+"""The one error type users see: printed as one line, without a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UsageError(Exception):
+    """Bad configuration, flags or input data; the CLI prints it and exits with status 2.
+
+    ``where`` is the file (and key, row, ...) the problem is in, e.g. ``compiled_opt.toml: search.trials``.
+    """
+
+    def __init__(self, message: str, where: str | None = None):
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def did_you_mean(name: str, allowed: Iterable[str]) -> str:
+    """``"did you mean 'x'? allowed: a, b, x"``: the tail of an unknown-name error."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(str(name), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}allowed: {', '.join(allowed) if allowed else '(none)'}"

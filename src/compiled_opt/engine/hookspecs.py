@@ -1,0 +1,40 @@
+"""The hooks a compiled-opt plugin can implement (entry-point group ``compiled_opt``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("compiled_opt")
+hookimpl = pluggy.HookimplMarker("compiled_opt")
+
+Register = Callable[[str, Any], None]
+
+
+@hookspec
+def compiled_opt_register_backends(register: Register) -> None:
+    """Register model backends.
+
+    :param register: call ``register(name, cls)`` with a ``compiled_opt.engine.backend.ModelBackend``
+        subclass; configs select it with ``backend = "name"``.
+    """
+
+
+@hookspec
+def compiled_opt_register_policies(register: Register) -> None:
+    """Register acceptance policies.
+
+    :param register: call ``register(name, cls)`` with a ``compiled_opt.engine.acceptance.Policy``
+        subclass; its keyword arguments are the options of the config's ``[acceptance]`` table.
+    """
+
+
+@hookspec
+def compiled_opt_register_aggregators(register: Register) -> None:
+    """Register aggregators (how samples become one forecast).
+
+    :param register: call ``register(name, aggregator)`` with a
+        ``compiled_opt.engine.aggregate.Aggregator``; ``aggregate = "name"`` selects it.
+    """
