@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from compiled_opt.engine.evaluate import Evaluation
+from compiled_opt.engine.evaluate import Evaluation, Evaluator
 
 
 @dataclass(frozen=True)
@@ -40,3 +42,23 @@ class Policy(ABC):
     @abstractmethod
     def decide(self, challenger: Evaluation, incumbent: Evaluation) -> Decision:
         """The verdict for ``challenger`` against ``incumbent``."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision with the two evaluations it was made from (same windows, same seeds)."""
+
+    decision: Decision
+    challenger: Evaluation
+    incumbent: Evaluation
+
+
+def judge(policy: Policy, evaluator: Evaluator, challenger: Mapping[str, Any], incumbent: Mapping[str, Any],
+          search_seeds: tuple[int, ...], fresh_seeds: tuple[int, ...]) -> Verdict:
+    """Re-score both configs on the same validation windows and seeds, then ask ``policy``.
+
+    The seeds are the search's own unless the policy asks to ``confirm`` on ``fresh_seeds``.
+    """
+    seeds = fresh_seeds if policy.confirm else search_seeds
+    ch, inc = evaluator(challenger, seeds), evaluator(incumbent, seeds)
+    return Verdict(policy.decide(ch, inc), ch, inc)

@@ -20,10 +20,11 @@ from compiled_opt.engine.randomness import Draws
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Errors of one config: ``errors[run, window]`` is the absolute error of the predicted return
-    ``(forecast - last_close) / last_close`` (averaged over the horizon), ``price_errors`` the same in price.
+    """Errors of one config, ``[run, window]``, averaged over the horizon: ``return_errors`` of the
+    predicted return ``(forecast - last_close) / last_close``, ``price_errors`` of the price, and
+    ``errors``, those of the scored ``metric`` (``return_errors`` may be left out when that is the metric).
 
-    ``mean`` is the score (pct_return_mae). ``std`` and ``sem`` are over the per-run means: the Monte
+    ``mean`` is the score. ``std`` and ``sem`` are over the per-run means: the Monte
     Carlo spread that more runs reduce. ``window_sd`` / ``window_sem`` are over the run-averaged
     window errors: the spread that more runs do not reduce. ``exact`` evaluations have one run and
     no Monte Carlo spread.
@@ -35,6 +36,8 @@ class Evaluation:
     window_rows: tuple[int, ...]
     latency_s: float
     exact: bool = False
+    metric: str = "pct_return_mae"
+    return_errors: np.ndarray | None = None
 
     @property
     def runs(self) -> int:
@@ -68,10 +71,15 @@ class Evaluation:
     def price_mae(self) -> float:
         return float(self.price_errors.mean())
 
+    @property
+    def pct_return_mae(self) -> float:
+        return float((self.errors if self.return_errors is None else self.return_errors).mean())
+
     def to_dict(self) -> dict[str, Any]:
         """The stored form of this evaluation."""
         return {
-            "pct_return_mae": self.mean,
+            "metric": self.metric,
+            "pct_return_mae": self.pct_return_mae,
             "price_mae": self.price_mae,
             "std": self.std,
             "sem": self.sem,
@@ -88,12 +96,13 @@ class Evaluator:
     """Scores configs of one backend on one symbol's windows, caching ``encode`` by its parameters."""
 
     def __init__(self, backend: ModelBackend, aggregators: Mapping[str, Aggregator], series: Series,
-                 rows: range, horizon: int, cache_size: int = 4):
+                 rows: range, horizon: int, metric: str = "pct_return_mae", cache_size: int = 4):
         self.backend = backend
         self.aggregators = aggregators
         self.series = series
         self.rows = rows
         self.horizon = horizon
+        self.metric = metric
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
 
@@ -123,13 +132,15 @@ class Evaluator:
             point = point.to("cpu", torch.float64)
         last = batch.last_close[None, :, None]
         target = batch.target[None]
-        errors = ((point - last) / last - (target - last) / last).abs().mean(-1)
-        price_errors = (point - target).abs().mean(-1)
+        return_errors = ((point - last) / last - (target - last) / last).abs().mean(-1).numpy()
+        price_errors = (point - target).abs().mean(-1).numpy()
         return Evaluation(
-            errors=errors.numpy(),
-            price_errors=price_errors.numpy(),
+            errors=return_errors if self.metric == "pct_return_mae" else price_errors,
+            price_errors=price_errors,
             seeds=tuple(seeds),
             window_rows=tuple(batch.target_rows.tolist()),
             latency_s=time.perf_counter() - start,
             exact=not seeds,
+            metric=self.metric,
+            return_errors=return_errors,
         )
