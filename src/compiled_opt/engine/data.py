@@ -56,16 +56,17 @@ def read_series(path: Path, symbol: str | None = None) -> Series:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise UsageError(f"not a readable Parquet file ({exc})", str(path)) from exc
+    return series_from_table(table, path, symbol)
+
+
+def series_from_table(table: pa.Table, path: Path, symbol: str | None = None) -> Series:
+    """Check a data table read from ``path`` (named in errors) and turn it into a ``Series``."""
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise UsageError(f"missing column(s) {', '.join(missing)}; a data file needs {', '.join(REQUIRED)}", str(path))
     time = _epoch_seconds(table.column("timestamp"), path)
-    cols = {c: table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False) for c in REQUIRED[1:]}
-    cols["amount"] = (
-        table.column("amount").cast(pa.float64()).to_numpy(zero_copy_only=False)
-        if "amount" in table.column_names
-        else cols["close"] * cols["volume"]
-    )
+    cols = {c: _floats(table, c, path) for c in REQUIRED[1:]}
+    cols["amount"] = _floats(table, "amount", path) if "amount" in table.column_names else cols["close"] * cols["volume"]
     values = np.stack([cols[c] for c in FEATURES], axis=1)
     _check(path, time, values)
     return Series(symbol or path.stem, path, torch.from_numpy(np.array(time)), torch.from_numpy(values))
@@ -76,12 +77,21 @@ def _epoch_seconds(column: pa.ChunkedArray, path: Path) -> np.ndarray:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
         raise UsageError("missing timestamp", f"{path}: row {row}: timestamp")
     kind = column.type
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        column = pc.cast(column, pa.timestamp("s")) if pa.types.is_date(kind) else column
-        return pc.cast(column, pa.timestamp("s")).cast(pa.int64()).to_numpy(zero_copy_only=False)
     if pa.types.is_integer(kind):
         return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    raise UsageError(f"timestamp must be a timestamp, date or integer column, not {kind}", f"{path}: timestamp")
+    if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        raise UsageError(f"timestamp must be a timestamp, date or integer column, not {kind}", f"{path}: timestamp")
+    try:
+        return pc.cast(column, pa.timestamp("s")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid as exc:
+        raise UsageError(f"timestamps must be whole seconds ({exc})", f"{path}: timestamp") from exc
+
+
+def _floats(table: pa.Table, name: str, path: Path) -> np.ndarray:
+    try:
+        return table.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise UsageError(f"not a numeric column ({exc})", f"{path}: {name}") from exc
 
 
 def _check(path: Path, time: np.ndarray, values: np.ndarray) -> None:

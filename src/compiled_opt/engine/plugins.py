@@ -13,7 +13,7 @@ from compiled_opt.engine import hookspecs
 from compiled_opt.engine.errors import UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "compiled_opt"
-KINDS = ("backends", "policies", "aggregators")
+KINDS = {"backends": "backend", "policies": "policy", "aggregators": "aggregator"}
 
 
 def make_plugin_manager(extra: tuple[object, ...] = ()) -> pluggy.PluginManager:
@@ -31,18 +31,19 @@ class Registry:
     """Named objects of one kind, each with the plugin it came from."""
 
     kind: str
+    noun: str
     entries: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
     def add(self, name: str, obj: Any, source: str) -> None:
         if name in self.entries:
             raise UsageError(
-                f"{self.kind[:-1]} {name!r} registered twice: by {self.entries[name][1]} and by {source}"
+                f"{self.noun} {name!r} registered twice: by {self.entries[name][1]} and by {source}"
             )
         self.entries[name] = (obj, source)
 
     def get(self, name: str, where: str | None = None) -> Any:
         if name not in self.entries:
-            raise UsageError(f"unknown {self.kind[:-1]} {name!r}; {did_you_mean(name, self.entries)}", where)
+            raise UsageError(f"unknown {self.noun} {name!r}; {did_you_mean(name, self.entries)}", where)
         return self.entries[name][0]
 
     def __contains__(self, name: object) -> bool:
@@ -66,7 +67,7 @@ class Plugins:
     @classmethod
     def load(cls, pm: pluggy.PluginManager | None = None) -> "Plugins":
         pm = pm or make_plugin_manager()
-        registries = {kind: Registry(kind) for kind in KINDS}
+        registries = {kind: Registry(kind, noun) for kind, noun in KINDS.items()}
         dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
         for kind in KINDS:
             for impl in getattr(pm.hook, f"compiled_opt_register_{kind}").get_hookimpls():

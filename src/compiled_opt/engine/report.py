@@ -32,13 +32,13 @@ class Outcome:
 
 
 class Reporter:
-    def __init__(self, stream: TextIO = sys.stdout):
-        self.out = stream
+    def __init__(self, stream: TextIO | None = None):
+        self.out = stream  # None: whatever sys.stdout is when printing
         self.best = math.inf
         self.done = 0
 
     def line(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
+        print(text, file=self.out or sys.stdout, flush=True)
 
     def header(self, model: str, backend: str, symbol: str, trials: int, val: int, test: int, runs: int,
                optimizer: str, policy: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import nevergrad as ng
 
+from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.evaluate import Evaluation, Evaluator
 from compiled_opt.engine.space import Space, parametrization
 
@@ -48,7 +49,11 @@ def search(evaluator: Evaluator, space: Space, base: Mapping[str, Any], seeds: t
         opt.suggest({k: incumbent[k] for k in space})
     done: list[Trial] = []
     for batch_no in range(-(-trials // batch)):
-        candidates = [opt.ask() for _ in range(min(batch, trials - len(done)))]
+        try:
+            candidates = [opt.ask() for _ in range(min(batch, trials - len(done)))]
+        except ImportError as exc:
+            raise UsageError(f"Nevergrad's {optimizer} needs a package that is not installed: {exc}",
+                             "search.optimizer") from None
         finished = []
         for cand in candidates:
             params = {**base, **{k: plain(v) for k, v in cand.value.items()}}

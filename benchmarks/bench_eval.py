@@ -1,0 +1,81 @@
+"""The engine's batched evaluation against the old per-window, per-run loop (same backend, same config).
+
+``python benchmarks/bench_eval.py --json`` prints ``loop_s`` (one backend call per window per run),
+``batched_s`` (the engine: every run and window in one call), ``loop_over_batched`` and
+``runs3_over_runs1`` (engine cost of 3 runs over 1 run). Both sides run in this process, each timed
+as the best of ``--repeat`` tries, on 30 validation windows of a real symbol from ../shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from compiled_opt.engine.backend import Runtime
+from compiled_opt.engine.data import read_series, splits, windows
+from compiled_opt.engine.evaluate import Evaluator
+from compiled_opt.engine.importer import import_csv
+from compiled_opt.engine.plugins import Plugins
+from compiled_opt.engine.randomness import Draws, derive_seeds
+
+MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+
+
+def best_of(repeat: int, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--symbol", default="APP")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    plugins = Plugins.load()
+    aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+    backend = plugins.backends.get("bootstrap")(Runtime())
+    params = {**backend.defaults, "num_samples": 256, "aggregate": "trimmed_mean_10"}
+    with tempfile.TemporaryDirectory() as tmp:
+        series = read_series(import_csv(MARKET / f"{args.symbol}.csv", Path(tmp)))
+    rows = splits(len(series), 30, 20, 1).validation
+    seeds = tuple(derive_seeds(0, "search", args.runs))
+    context = backend.context_length(params)
+
+    def loop() -> None:
+        aggregator = aggregators[params["aggregate"]]
+        for seed in seeds:
+            for row in rows:
+                batch = windows(series, range(row, row + 1), context, 1)
+                state = backend.encode(batch, params)
+                aggregator(backend.sample(state, params, Draws((seed,), batch.target_rows)), dim=2)
+
+    def engine(run_seeds: tuple[int, ...]) -> None:
+        Evaluator(backend, aggregators, series, rows, 1)(params, run_seeds)
+
+    with torch.inference_mode():
+        loop_s = best_of(args.repeat, loop)
+        batched_s = best_of(args.repeat, lambda: engine(seeds))
+        runs1_s = best_of(args.repeat, lambda: engine(seeds[:1]))
+    result = {
+        "backend": "bootstrap", "symbol": args.symbol, "windows": len(rows), "runs": args.runs,
+        "num_samples": params["num_samples"], "loop_s": loop_s, "batched_s": batched_s,
+        "loop_over_batched": loop_s / batched_s, "runs1_s": runs1_s, "runs3_over_runs1": batched_s / runs1_s,
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Batched evaluation: independent runs in one call, reproducible seeds, common random numbers, encode cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compiled_opt.engine.backend import Runtime
+from compiled_opt.engine.data import splits
+from compiled_opt.engine.evaluate import Evaluator
+from compiled_opt.engine.plugins import Plugins
+from compiled_opt.engine.randomness import Draws, derive_seeds
+from compiled_opt.plugins.bootstrap import BootstrapBackend
+
+
+class CountingBootstrap(BootstrapBackend):
+    def __init__(self, runtime: Runtime):
+        super().__init__(runtime)
+        self.encodes = 0
+
+    def encode(self, batch, params):
+        self.encodes += 1
+        return super().encode(batch, params)
+
+
+@pytest.fixture
+def evaluator(app_series):
+    plugins = Plugins.load()
+    aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+    rows = splits(len(app_series), 30, 20, 1).validation
+    return Evaluator(CountingBootstrap(Runtime()), aggregators, app_series, rows, 1)
+
+
+PARAMS = {"lookback": 40, "vol_scale": 1.0, "num_samples": 128, "aggregate": "mean"}
+
+
+def test_batched_runs_equal_separate_single_run_calls(evaluator):
+    seeds = tuple(derive_seeds(7, "search", 3))
+    batched = evaluator(PARAMS, seeds)
+    singles = [evaluator(PARAMS, (s,)) for s in seeds]
+    assert batched.errors.shape == (3, 30)
+    for r, single in enumerate(singles):
+        np.testing.assert_array_equal(batched.errors[r], single.errors[0])
+    assert batched.std == pytest.approx(np.std([s.mean for s in singles], ddof=1))
+
+
+def test_same_seeds_reproduce_and_other_seeds_differ(evaluator):
+    seeds = (1, 2, 3)
+    a, b = evaluator(PARAMS, seeds), evaluator(PARAMS, seeds)
+    np.testing.assert_array_equal(a.errors, b.errors)
+    c = evaluator(PARAMS, (4, 5, 6))
+    assert not np.array_equal(a.errors, c.errors)
+
+
+def test_runs_are_independent(evaluator):
+    """Across many runs, two runs' per-window errors are uncorrelated beyond what windows share."""
+    ev = evaluator({**PARAMS, "num_samples": 16}, tuple(range(200)))
+    centred = ev.errors - ev.errors.mean(axis=0)
+    corr = np.corrcoef(centred)
+    off_diag = corr[~np.eye(200, dtype=bool)]
+    assert abs(off_diag.mean()) < 0.02
+    # the spread of run means matches the spread predicted from per-window Monte Carlo noise
+    predicted = np.sqrt(centred.var(axis=0, ddof=1).sum()) / ev.errors.shape[1]
+    assert ev.std == pytest.approx(predicted, rel=0.15)
+
+
+def test_common_random_numbers_share_draws_between_configs():
+    draws_a = Draws((11, 12), torch.tensor([100, 101]))
+    u_small = draws_a.uniform("bootstrap.pick", 64, 1)
+    u_large = draws_a.uniform("bootstrap.pick", 256, 1)
+    torch.testing.assert_close(u_small, u_large[:, :, :64])
+    other_window_set = Draws((11, 12), torch.tensor([101]))
+    torch.testing.assert_close(other_window_set.uniform("bootstrap.pick", 8, 1)[:, 0], u_large[:, 1, :8])
+
+
+def test_paired_configs_are_positively_correlated(evaluator):
+    seeds = tuple(range(40))
+    a = evaluator({**PARAMS, "num_samples": 32}, seeds).per_run
+    b = evaluator({**PARAMS, "num_samples": 32, "vol_scale": 1.05}, seeds).per_run
+    c = evaluator({**PARAMS, "num_samples": 32, "vol_scale": 1.05}, tuple(range(40, 80))).per_run
+    assert np.corrcoef(a, b)[0, 1] > 0.8
+    assert abs(np.corrcoef(a, c)[0, 1]) < 0.5
+
+
+def test_sampling_only_change_does_not_encode_again(evaluator):
+    backend = evaluator.backend
+    evaluator(PARAMS, (1, 2, 3))
+    evaluator({**PARAMS, "vol_scale": 1.3, "num_samples": 64, "aggregate": "median"}, (1, 2, 3))
+    assert backend.encodes == 1
+    evaluator({**PARAMS, "lookback": 41}, (1, 2, 3))
+    assert backend.encodes == 2
+
+
+def test_statistics(evaluator):
+    ev = evaluator(PARAMS, (1, 2, 3))
+    assert ev.mean == pytest.approx(ev.errors.mean())
+    assert ev.sem == pytest.approx(ev.per_run.std(ddof=1) / np.sqrt(3))
+    assert ev.window_sem == pytest.approx(ev.errors.mean(axis=0).std(ddof=1) / np.sqrt(30))
+    record = ev.to_dict()
+    assert record["num_predictions"] == 90 and len(record["per_run"]) == 3 and record["seeds"] == [1, 2, 3]
+    assert record["price_mae"] > 0 and record["latency_s"] > 0
+
+
+def test_errors_are_absolute_return_errors(evaluator, app_series):
+    """Recompute window errors by hand for the mean aggregator: pred/last - 1 vs target/last - 1."""
+    ev = evaluator(PARAMS, (5,))
+    backend = evaluator.backend
+    batch, state = evaluator._encoded(PARAMS)
+    samples = backend.sample(state, PARAMS, Draws((5,), batch.target_rows))
+    pred = samples.mean(dim=2)[0, :, 0]
+    close = app_series.values[:, 3]
+    rows = torch.tensor(ev.window_rows)
+    expected = ((pred / close[rows - 1] - 1) - (close[rows] / close[rows - 1] - 1)).abs()
+    np.testing.assert_allclose(ev.errors[0], expected.numpy(), rtol=1e-12)

@@ -1,0 +1,130 @@
+"""Plugins: built-ins and third-party plugins come through the same entry points; registries report clearly."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+
+import pytest
+
+from compiled_opt.engine import hookspecs
+from compiled_opt.engine.errors import UsageError
+from compiled_opt.engine.plugins import Plugins, Registry, build, make_plugin_manager
+from compiled_opt.engine.cli import main
+
+from conftest import write_config
+
+THROWAWAY = '''
+import torch
+from compiled_opt.engine.hookspecs import hookimpl
+from compiled_opt.engine.backend import ModelBackend
+
+class LastClose(ModelBackend):
+    """Forecasts the last close times (1 + shift), plus keyed normal noise of size noise."""
+    defaults = {"shift": 0.0, "noise": 0.01, "num_samples": 16, "aggregate": "mean"}
+    default_space = {"shift": {"float": [-0.02, 0.02]}}
+
+    def context_length(self, params):
+        return 5
+
+    def encode(self, batch, params):
+        return batch.last_close
+
+    def sample(self, state, params, draws):
+        z = draws.normal("throwaway", params["num_samples"], 1)
+        return state[None, :, None, None] * (1 + params["shift"] + params["noise"] * z)
+
+@hookimpl
+def compiled_opt_register_backends(register):
+    register("last_close", LastClose)
+'''
+
+
+@pytest.fixture
+def throwaway_plugin(tmp_path, monkeypatch):
+    """A module and a fake installed distribution whose entry point (group compiled_opt) names it."""
+    (tmp_path / "throwaway_plugin.py").write_text(THROWAWAY)
+    dist = tmp_path / "throwaway_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: throwaway-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[compiled_opt]\nthrowaway = throwaway_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    yield
+    sys.modules.pop("throwaway_plugin", None)
+
+
+def test_builtins_come_from_entry_points():
+    plugins = Plugins.load()
+    assert {"bootstrap"} <= set(plugins.backends)
+    assert {"any_improvement", "relative_threshold"} <= set(plugins.policies)
+    assert "entry point 'bootstrap'" in plugins.backends.source("bootstrap")
+    assert "compiled-opt" in plugins.aggregators.source("median")
+
+
+def test_throwaway_plugin_runs_a_search(throwaway_plugin, tmp_path, market_dir, capsys):
+    plugins = Plugins.load()
+    assert "throwaway-plugin 1.0" in plugins.backends.source("last_close")
+    models = '[models.mine]\nbackend = "last_close"\nspace = { shift = { float = [-0.01, 0.01] } }\n'
+    config = write_config(tmp_path, market_dir, trials=4, models=models)
+    assert main(["run", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "Optimizing mine (backend last_close) for APP" in out
+    assert (tmp_path / "hyperparams" / "mine" / "NU.json").exists()
+    assert main(["plugins"]) == 0
+    assert "last_close" in capsys.readouterr().out
+
+
+def test_duplicate_names_are_an_error():
+    registry = Registry("backends", "backend")
+    registry.add("x", object, "a")
+    with pytest.raises(UsageError, match="registered twice: by a and by b"):
+        registry.add("x", object, "b")
+
+
+def test_duplicate_across_plugins_is_an_error():
+    class Again:
+        @hookspecs.hookimpl
+        def compiled_opt_register_backends(self, register):
+            from compiled_opt.plugins.bootstrap import BootstrapBackend
+            register("bootstrap", BootstrapBackend)
+
+    with pytest.raises(UsageError, match="backend 'bootstrap' registered twice"):
+        Plugins.load(make_plugin_manager(extra=(Again(),)))
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(UsageError, match=r"f.toml: x: unknown policy 'any_improvment'; did you mean 'any_improvement'"):
+        Plugins.load().policies.get("any_improvment", "f.toml: x")
+
+
+def test_build_rejects_unknown_options():
+    policy = Plugins.load().policies.get("relative_threshold")
+    assert build(policy, {"threshold": 0.02}, "w").threshold == 0.02
+    with pytest.raises(UsageError, match=r"w.treshold: unknown option 'treshold'; did you mean 'threshold'"):
+        build(policy, {"treshold": 0.02}, "w")
+    with pytest.raises(UsageError, match="threshold must be >= 0"):
+        build(policy, {"threshold": -1.0}, "w")
+
+
+def test_no_manager_at_import_time():
+    module = importlib.reload(importlib.import_module("compiled_opt.engine.plugins"))
+    assert not [v for v in vars(module).values() if type(v).__name__ == "PluginManager"]
+
+
+@pytest.mark.parametrize("name", [n for n in dir(hookspecs) if n.startswith("compiled_opt_")])
+def test_every_hook_is_documented_and_implemented(name):
+    spec = getattr(hookspecs, name)
+    assert ":param register:" in inspect.getdoc(spec)
+    pm = make_plugin_manager()
+    assert getattr(pm.hook, name).get_hookimpls(), f"no built-in implements {name}"
+
+
+def test_plugins_command_lists_sources(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for heading in ("backends:", "policies:", "aggregators:"):
+        assert heading in out
+    assert "bootstrap" in out and "compiled_opt.plugins.bootstrap (compiled-opt" in out
+    assert out.count("winsorized_mean_") == 2
