@@ -26,22 +26,27 @@ from compiled_opt.engine.randomness import Draws, derive_seeds
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
 
 
-def best_of(repeat: int, fn) -> float:
-    times = []
+def interleaved_best(repeat: int, **fns) -> dict[str, float]:
+    """The best time of each function over ``repeat`` rounds, the functions taking turns in every
+    round so that load from other processes hits them alike."""
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--symbol", default="APP")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: immune to other load on the cores)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     plugins = Plugins.load()
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
@@ -65,9 +70,8 @@ def main() -> None:
         Evaluator(backend, aggregators, series, rows, 1)(params, run_seeds)
 
     with torch.inference_mode():
-        loop_s = best_of(args.repeat, loop)
-        batched_s = best_of(args.repeat, lambda: engine(seeds))
-        runs1_s = best_of(args.repeat, lambda: engine(seeds[:1]))
+        t = interleaved_best(args.repeat, loop=loop, batched=lambda: engine(seeds), runs1=lambda: engine(seeds[:1]))
+    loop_s, batched_s, runs1_s = t["loop"], t["batched"], t["runs1"]
     result = {
         "backend": "bootstrap", "symbol": args.symbol, "windows": len(rows), "runs": args.runs,
         "num_samples": params["num_samples"], "loop_s": loop_s, "batched_s": batched_s,

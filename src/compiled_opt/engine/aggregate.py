@@ -38,13 +38,12 @@ class Aggregator:
 
     def __call__(self, samples: torch.Tensor, dim: int = -2) -> torch.Tensor:
         """Aggregate ``samples`` along ``dim`` (the sample axis)."""
-        x = samples.movedim(dim, -1)
-        if self.weight == 0.0:
-            qs = torch.tensor([q for q, _ in self.atoms], dtype=x.dtype, device=x.device)
-            ws = torch.tensor([a for _, a in self.atoms], dtype=x.dtype, device=x.device)
-            return (torch.quantile(x, qs, dim=-1).movedim(0, -1) * ws).sum(-1)
+        if (self.lo, self.hi, self.weight) == (0.0, 1.0, 1.0):
+            return samples.mean(dim)
+        x = sort_last(samples.movedim(dim, -1))
         n = x.shape[-1]
-        x = x.sort(dim=-1).values
+        if self.weight == 0.0:
+            return sum(a * _order_quantile(x, q) for q, a in self.atoms)
         cut_lo, cut_hi = int(np.floor(self.lo * n + 1e-9)), int(np.floor((1 - self.hi) * n + 1e-9))
         if self.winsorize:
             return x.clamp(x[..., cut_lo : cut_lo + 1], x[..., n - 1 - cut_hi : n - cut_hi]).mean(-1)
@@ -71,6 +70,23 @@ class Aggregator:
             q = quantile(torch.tensor([p for p, _ in self.atoms], dtype=torch.float64))
             total = total + (q * torch.tensor([a for _, a in self.atoms]).to(q)).sum(-1)
         return total
+
+
+def sort_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` sorted along its last axis; on the CPU through numpy, whose sort is ~10x faster here."""
+    if x.device.type != "cpu":
+        return x.sort(dim=-1).values
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return torch.from_numpy(np.sort(x.numpy(), axis=-1))
+
+
+def _order_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """Quantile ``q`` of sorted ``x`` by linear interpolation between order statistics (numpy's default)."""
+    h = (x.shape[-1] - 1) * q
+    lo = int(np.floor(h))
+    hi = min(lo + 1, x.shape[-1] - 1)
+    return x[..., lo] + (h - lo) * (x[..., hi] - x[..., lo])
 
 
 def mean() -> Aggregator:

@@ -23,16 +23,17 @@ def _to_signed(x: int) -> int:
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64 finaliser on int64 tensors (wrapping arithmetic, logical shifts)."""
-    x = x ^ ((x >> 30) & ((1 << 34) - 1))
-    x = x * _to_signed(0xBF58476D1CE4E5B9)
-    x = x ^ ((x >> 27) & ((1 << 37) - 1))
-    x = x * _to_signed(0x94D049BB133111EB)
-    return x ^ ((x >> 31) & ((1 << 33) - 1))
+    """splitmix64 finaliser, in place on a fresh int64 tensor (wrapping arithmetic, logical shifts)."""
+    x ^= (x >> 30) & ((1 << 34) - 1)
+    x *= _to_signed(0xBF58476D1CE4E5B9)
+    x ^= (x >> 27) & ((1 << 37) - 1)
+    x *= _to_signed(0x94D049BB133111EB)
+    x ^= (x >> 31) & ((1 << 33) - 1)
+    return x
 
 
 def _absorb(state: torch.Tensor, value: torch.Tensor | int) -> torch.Tensor:
-    return _mix(state + _to_signed(_GOLDEN) + value)
+    return _mix(state + (value + _to_signed(_GOLDEN)))
 
 
 def stream_id(name: str) -> int:
@@ -64,18 +65,23 @@ class Draws:
         return len(self.seeds)
 
     def uniform(self, stream: str, num_samples: int, *extra: int) -> torch.Tensor:
-        """Uniforms in (0, 1), shape ``[runs, windows, num_samples, *extra]``, float64."""
+        """Uniforms in (0, 1), shape ``[runs, windows, num_samples, *extra]``, float64.
+
+        Draw (sample s, extra index j) is keyed by the counter ``s * 2**24 + j``: it does not depend
+        on ``num_samples``, so a config with more samples sees the same first draws.
+        """
         dev = torch.device(self.device)
         seeds = torch.tensor(self.seeds, dtype=torch.int64, device=dev)
         state = _absorb(seeds, stream_id(stream)).view(-1, 1)
         state = _absorb(state, self.window_ids.to(dev, torch.int64).view(1, -1))
-        state = _absorb(state.unsqueeze(-1), torch.arange(num_samples, device=dev))
         n_extra = 1
         for e in extra:
             n_extra *= e
-        state = _absorb(state.unsqueeze(-1), torch.arange(n_extra, device=dev))
-        bits = (state >> 11) & ((1 << 53) - 1)
-        u = (bits.to(torch.float64) + 0.5) / float(1 << 53)
+        counter = (torch.arange(num_samples, device=dev)[:, None] << 24) + torch.arange(n_extra, device=dev)
+        state = _absorb(state[..., None, None], counter)
+        state >>= 11
+        state &= (1 << 53) - 1
+        u = state.to(torch.float64).add_(0.5).mul_(1.0 / (1 << 53))
         return u.view(len(self.seeds), -1, num_samples, *extra)
 
     def normal(self, stream: str, num_samples: int, *extra: int) -> torch.Tensor:

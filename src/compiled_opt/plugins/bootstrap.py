@@ -47,13 +47,18 @@ class BootstrapBackend(ModelBackend):
 
     def sample(self, state: dict[str, torch.Tensor], params: Mapping[str, Any], draws: Draws) -> torch.Tensor:
         returns = state["returns"]
-        lookback = returns.shape[1]
+        windows, lookback = returns.shape
+        mean = returns.mean(dim=1, keepdim=True)
+        steps = mean + float(params["vol_scale"]) * (returns - mean)  # [windows, lookback]: every possible step
         pick = (draws.uniform("bootstrap.pick", int(params["num_samples"]), state["horizon"]) * lookback).long()
-        windows = torch.arange(returns.shape[0], device=returns.device)[None, :, None, None]
-        drawn = returns[windows, pick.clamp_max(lookback - 1)]
-        mean = returns.mean(dim=1)[None, :, None, None]
-        steps = mean + float(params["vol_scale"]) * (drawn - mean)
-        return state["last"][None, :, None, None] * torch.exp(steps.cumsum(dim=-1))
+        runs, _, samples, horizon = pick.shape
+        flat = pick.clamp_max(lookback - 1).permute(1, 0, 2, 3).reshape(windows, -1)
+        last = state["last"][:, None]
+        if horizon == 1:  # one step: gather the prices themselves
+            paths = (last * torch.exp(steps)).gather(1, flat)
+        else:
+            paths = last * torch.exp(steps.gather(1, flat).view(windows, -1, horizon).cumsum(dim=-1)).view(windows, -1)
+        return paths.view(windows, runs, samples, horizon).transpose(0, 1)
 
 
 @hookimpl
