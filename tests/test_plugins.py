@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,30 +16,8 @@ from compiled_opt.engine.cli import main
 
 from conftest import write_config
 
-THROWAWAY = '''
-import torch
-from compiled_opt.engine.hookspecs import hookimpl
-from compiled_opt.engine.backend import ModelBackend
-
-class LastClose(ModelBackend):
-    """Forecasts the last close times (1 + shift), plus keyed normal noise of size noise."""
-    defaults = {"shift": 0.0, "noise": 0.01, "num_samples": 16, "aggregate": "mean"}
-    default_space = {"shift": {"float": [-0.02, 0.02]}}
-
-    def context_length(self, params):
-        return 5
-
-    def encode(self, batch, params):
-        return batch.last_close
-
-    def sample(self, state, params, draws):
-        z = draws.normal("throwaway", params["num_samples"], 1)
-        return state[None, :, None, None] * (1 + params["shift"] + params["noise"] * z)
-
-@hookimpl
-def compiled_opt_register_backends(register):
-    register("last_close", LastClose)
-'''
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+THROWAWAY = DOCS.read_text().split("```python\n")[1].split("```")[0]  # the tutorial plugin, verbatim
 
 
 @pytest.fixture
