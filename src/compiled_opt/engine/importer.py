@@ -45,14 +45,11 @@ def import_csv(path: Path, out_dir: Path, symbol: str | None = None) -> Path:
             " (timestamp,...,vwap,symbol) or timestamp,open,high,low,close,volume[,amount] header",
             str(path),
         )
-    numbers = [names[c] for c in (*NUMBERS, "amount", "vwap") if c in names]
+    types = {names[c]: pa.float64() for c in (*NUMBERS, "amount", "vwap") if c in names}
+    types |= {names["symbol"]: pa.string()} if "symbol" in names else {}
     try:
         raw = pv.read_csv(
-            path,
-            convert_options=pv.ConvertOptions(
-                column_types={n: pa.float64() for n in numbers},
-                include_columns=[time_name, *numbers, *([names["symbol"]] if "symbol" in names else [])],
-            ),
+            path, convert_options=pv.ConvertOptions(column_types=types, include_columns=[time_name, *types])
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise UsageError(f"cannot read the CSV ({exc})", str(path)) from exc
