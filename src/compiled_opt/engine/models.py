@@ -39,10 +39,10 @@ class Model:
         return max(self.backend.context_length({**self.base, **dict(zip(keys, c))}) for c in combos)
 
 
-def make_runtime(cfg: RuntimeConfig) -> Runtime:
+def make_runtime(cfg: RuntimeConfig, where: str) -> Runtime:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device is cuda but no CUDA device is available (use auto or cpu)", "runtime.device")
+        raise UsageError("device is cuda but no CUDA device is available (use auto or cpu)", where)
     return Runtime(device=device, compile=cfg.compile, dtype=getattr(torch, cfg.dtype))
 
 

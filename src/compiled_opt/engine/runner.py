@@ -60,20 +60,22 @@ class Run:
         self.policy: Policy = build(self.plugins.policies.get(acc.policy, config.where("acceptance.policy")),
                                     acc.options, config.where("acceptance.options"))
         self.series = load_symbols(config)
-        runtime = make_runtime(config.runtime)
+        runtime = make_runtime(config.runtime, config.where("runtime.device"))
         self.models = [make_model(mc, self.plugins, runtime, config) for mc in config.models.values()]
         self.aggregators = {name: self.plugins.aggregators.get(name) for name in self.plugins.aggregators}
         self.store = ConfigStore(config.output.directory)
         self.run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        self.trials = TrialLog(config.output.runs / self.run_id / "trials.parquet")
+        self.trial_log = TrialLog(config.output.runs / self.run_id / "trials.parquet")
         self.seeds = Seeds.make(config.evaluation.seed, config.evaluation.eval_runs)
-        d = config.data
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        """Fail before any work: every symbol has history for the longest context, every stored file reads."""
+        d = self.config.data
         for series in self.series:
             for model in self.models:
                 windows(series, splits(len(series), d.val_window, d.test_window, d.horizon).validation,
                         model.max_context(), d.horizon)
-        for model in self.models:
-            for series in self.series:
                 self.store.load(model.name, series.symbol)
 
     def execute(self) -> list[Outcome]:
@@ -162,7 +164,7 @@ class Run:
 
     def _log_trials(self, symbol: str, model: Model, batch: list[Trial]) -> None:
         self.report.batch(batch)
-        self.trials.extend([{
+        self.trial_log.extend([{
             "run_id": self.run_id, "symbol": symbol, "model": model.name, "trial": t.number, "batch": t.batch,
             "params": json.dumps(t.params, sort_keys=True), "score": t.evaluation.mean, "std": t.evaluation.std,
             "sem": t.evaluation.sem, "per_run": [float(x) for x in t.evaluation.per_run],
