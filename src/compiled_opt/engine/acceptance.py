@@ -16,7 +16,7 @@ class Decision:
 
     accept: bool
     reason: str
-    stats: dict[str, float | int | str] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, stored with the config
 
 
 def relative_improvement(challenger: Evaluation, incumbent: Evaluation) -> float:

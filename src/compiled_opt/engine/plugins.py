@@ -92,5 +92,9 @@ def build(factory: Any, options: Mapping[str, Any], where: str, *args: Any) -> A
             raise UsageError(f"unknown option {key!r}; {did_you_mean(key, allowed)}", f"{where}.{key}")
     try:
         return factory(*args, **options)
+    except UsageError as exc:
+        if exc.where:
+            raise
+        raise UsageError(str(exc), where) from exc
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc), where) from exc

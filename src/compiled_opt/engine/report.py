@@ -12,6 +12,9 @@ from compiled_opt.engine.evaluate import Evaluation
 from compiled_opt.engine.search import Trial
 
 RULE = "═" * 72
+# the numbers behind a decision, shown first when a policy records them (all are stored)
+DECISION_KEYS = ("incumbent_mean", "challenger_mean", "mean_difference", "se_difference", "statistic", "df",
+                 "p_value", "mc_se", "window_se", "relative_improvement", "threshold")
 
 
 def se_reduction(runs: int) -> float:
@@ -69,9 +72,11 @@ class Reporter:
 
     def decision(self, accept: bool, reason: str, stats: Mapping[str, Any]) -> None:
         self.line(f"  {'UPDATING' if accept else 'NOT updating'} config: {reason}")
-        shown = {k: v for k, v in stats.items() if not isinstance(v, (list, dict))}
+        shown = {k: stats[k] for k in DECISION_KEYS if stats.get(k) is not None}
         if shown:
             self.line("    " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+        if stats.get("seeds"):
+            self.line(f"    seeds: {stats['seeds']}")
 
     def summary(self, outcomes: Sequence[Outcome]) -> None:
         self.line(RULE)

@@ -1,0 +1,406 @@
+"""The toto backend: checkpoint loading, one forward per window set, keyed sampling that agrees with
+``TotoForecaster``, exact aggregates of the predictive mixture, and the Evaluator's encode cache."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import special, stats
+
+pytest.importorskip("toto", reason="the toto backend needs toto-ts")
+
+from toto.data.util.dataset import MaskedTimeseries  # noqa: E402
+from toto.inference.forecaster import TotoForecaster  # noqa: E402
+from toto.model.toto import Toto  # noqa: E402
+
+from compiled_opt.engine.backend import FEATURES, Runtime  # noqa: E402
+from compiled_opt.engine.data import splits, windows  # noqa: E402
+from compiled_opt.engine.errors import UsageError  # noqa: E402
+from compiled_opt.engine.evaluate import Evaluator  # noqa: E402
+from compiled_opt.engine.plugins import Plugins  # noqa: E402
+from compiled_opt.engine.randomness import Draws  # noqa: E402
+from compiled_opt.plugins.aggregators import builtin_aggregators  # noqa: E402
+from compiled_opt.plugins.toto import TotoBackend, save_checkpoint  # noqa: E402
+from compiled_opt.plugins.toto_distribution import StudentTMixture, gamma_quantile  # noqa: E402
+
+PATCH = 16
+TINY = {
+    "patch_size": PATCH, "stride": PATCH, "embed_dim": 32, "num_layers": 2, "num_heads": 2, "mlp_hidden_dim": 64,
+    "dropout": 0.1, "spacewise_every_n_layers": 2, "scaler_cls": "<class 'model.scaler.CausalPatchStdMeanScaler'>",
+    "output_distribution_classes": ["<class 'model.distribution.MixtureOfStudentTsOutput'>"],
+    "output_distribution_kwargs": {"k_components": 4}, "use_memory_efficient_attention": False,
+}
+CONTEXT = 8 * PATCH
+PARAMS = {"num_samples": 256, "aggregate": "median", "context_length": CONTEXT, "sampling": "monte_carlo"}
+
+
+@pytest.fixture(scope="module")
+def original() -> Toto:
+    torch.manual_seed(0)
+    return Toto(**TINY)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(original, tmp_path_factory) -> str:
+    return str(save_checkpoint(original, tmp_path_factory.mktemp("tiny-toto")))
+
+
+@pytest.fixture(scope="module")
+def backend(checkpoint) -> TotoBackend:
+    return TotoBackend(Runtime(), checkpoint=checkpoint)
+
+
+@pytest.fixture
+def forwards(backend):
+    """How often the model's transformer has run (a hook on the package's own module)."""
+    calls = []
+    handle = backend.model.transformer.register_forward_hook(lambda *_: calls.append(1))
+    yield calls
+    handle.remove()
+
+
+def batch_of(series, count: int, horizon: int = 1, context: int = CONTEXT):
+    return windows(series, range(len(series) - horizon + 1 - count, len(series) - horizon + 1), context, horizon)
+
+
+def encode(backend, batch) -> StudentTMixture:
+    with torch.inference_mode():
+        return backend.encode(batch, PARAMS)
+
+
+def forecaster_inputs(batch) -> MaskedTimeseries:
+    close = batch.context[:, None, :, FEATURES.index("close")].float()
+    return MaskedTimeseries(
+        series=close, padding_mask=torch.ones_like(close, dtype=torch.bool),
+        id_mask=torch.zeros_like(close, dtype=torch.int), timestamp_seconds=batch.context_time[:, None, :],
+        time_interval_seconds=torch.full((len(batch), 1), 86400),
+    )
+
+
+def mixture_variance(m: StudentTMixture) -> torch.Tensor:
+    second = (m.weights * (m.scale**2 * m.df / (m.df - 2) + m.loc**2)).sum(-1)
+    return second - m.mean() ** 2
+
+
+# --- plugin and checkpoint ------------------------------------------------------------------------------
+
+
+def test_registered_through_the_entry_point_without_importing_toto():
+    assert "toto" in Plugins.load().backends
+    code = "import sys, compiled_opt.plugins.toto; print('toto' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_without_toto_ts_plugins_load_and_toto_asks_for_it(monkeypatch, checkpoint):
+    for name in [m for m in sys.modules if m == "toto" or m.startswith("toto.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    assert "toto" in Plugins.load().backends
+    with pytest.raises(UsageError) as err:
+        TotoBackend(Runtime(), checkpoint=checkpoint)
+    assert "pip install --no-deps toto-ts==0.2.0" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_checkpoint_directory_round_trips_the_weights(backend, original):
+    saved = original.model.state_dict()
+    loaded = backend.model.state_dict()
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    assert not backend.model.training
+
+
+def test_model_id_is_read_from_the_hugging_face_cache(checkpoint, monkeypatch, tmp_path, app_series):
+    from huggingface_hub import constants
+
+    repo = tmp_path / "models--someone--tiny-toto"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for name in ("model.safetensors", "config.json"):
+        (snapshot / name).symlink_to(f"{checkpoint}/{name}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    cached = TotoBackend(Runtime(), checkpoint="someone/tiny-toto")
+    batch = batch_of(app_series, 3)
+    assert torch.equal(encode(cached, batch).loc, encode(TotoBackend(Runtime(), checkpoint=checkpoint), batch).loc)
+
+
+@pytest.mark.parametrize(("checkpoint_name", "download"), [
+    ("compiled-opt-tests/no-such-toto", "compiled-opt-tests/no-such-toto"),
+    ("/no/such/directory", "Datadog/Toto-Open-Base-1.0"),
+])
+def test_missing_checkpoint_is_one_line_naming_it(checkpoint_name, download):
+    with pytest.raises(UsageError) as err:
+        TotoBackend(Runtime(), checkpoint=checkpoint_name)
+    message = str(err.value)
+    assert "\n" not in message
+    assert repr(checkpoint_name) in message
+    assert f"huggingface-cli download {download}`" in message
+
+
+def test_directory_without_weights_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="cannot load the Toto checkpoint"):
+        TotoBackend(Runtime(), checkpoint=str(tmp_path))
+
+
+# --- parameters -----------------------------------------------------------------------------------------
+
+
+def test_defaults_and_search_space(backend):
+    backend.check(TotoBackend.defaults)
+    space = TotoBackend.default_space
+    assert space["num_samples"]["ordered"] == [64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096]
+    assert space["aggregate"]["choice"] == [a.name for a in builtin_aggregators()]
+    assert set(space) <= set(TotoBackend.defaults)
+    assert "samples_per_batch" not in TotoBackend.defaults
+    assert TotoBackend.encode_keys == ("context_length",)
+
+
+BAD = [("num_samples", 0), ("num_samples", 2.5), ("num_samples", True), ("num_samples", "many"),
+       ("context_length", -64), ("sampling", "exact!")]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD)
+def test_check_rejects_bad_values_naming_the_key(backend, key, value):
+    with pytest.raises(ValueError, match=f"^{key}: "):
+        backend.check({**PARAMS, key: value})
+
+
+# --- encode ---------------------------------------------------------------------------------------------
+
+
+def test_one_forward_for_all_windows_and_windows_do_not_attend_to_each_other(backend, forwards, app_series):
+    batch = batch_of(app_series, 12, horizon=3)
+    together = encode(backend, batch)
+    assert len(forwards) == 1
+    assert together.weights.shape == (12, 3, 4)
+    for w in (0, 7):
+        row = int(batch.target_rows[w])
+        single = encode(backend, windows(app_series, range(row, row + 1), CONTEXT, 3))
+        for name in ("weights", "df", "loc", "scale"):
+            torch.testing.assert_close(getattr(single, name)[0], getattr(together, name)[w], rtol=1e-4, atol=1e-4)
+
+
+def test_a_single_student_t_head_is_a_mixture_of_one(tmp_path, app_series):
+    torch.manual_seed(1)
+    config = {**TINY, "output_distribution_classes": ["<class 'model.distribution.StudentTOutput'>"],
+              "output_distribution_kwargs": {}}
+    backend = TotoBackend(Runtime(), checkpoint=str(save_checkpoint(Toto(**config), tmp_path)))
+    batch = batch_of(app_series, 3)
+    mixture = encode(backend, batch)
+    assert mixture.weights.shape == (3, 1, 1) and (mixture.weights == 1).all()
+    mean = TotoForecaster(backend.model).forecast(forecaster_inputs(batch), 1).mean[:, 0]
+    torch.testing.assert_close(mixture.mean(), mean.double(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("context", [CONTEXT, CONTEXT - 5])
+def test_exact_mean_is_toto_forecasters_mean_forecast(backend, app_series, context):
+    """A context that is not a multiple of the patch is left-padded and masked as the forecaster does."""
+    batch = batch_of(app_series, 5, horizon=4, context=context)
+    mixture = encode(backend, batch)
+    mean = TotoForecaster(backend.model).forecast(forecaster_inputs(batch), 4).mean[:, 0]
+    torch.testing.assert_close(mixture.mean(), mean.double(), rtol=1e-5, atol=0)
+
+
+def test_horizon_beyond_one_patch_is_refused(backend, app_series):
+    with pytest.raises(UsageError, match=f"horizon {PATCH + 1}: .*at most one patch \\({PATCH} steps\\)"):
+        encode(backend, batch_of(app_series, 2, horizon=PATCH + 1))
+
+
+def test_bfloat16_runs_the_forward_under_autocast(checkpoint, backend, app_series):
+    batch = batch_of(app_series, 5)
+    full = encode(backend, batch)
+    half = encode(TotoBackend(Runtime(dtype=torch.bfloat16), checkpoint=checkpoint), batch)
+    assert half.loc.dtype == torch.float64
+    torch.testing.assert_close(half.weights, full.weights, atol=0.02, rtol=0)
+    torch.testing.assert_close(half.loc, full.loc, atol=0.0, rtol=0.01)
+
+
+def test_the_forward_goes_through_runtime_maybe_compile(checkpoint):
+    compiled = []
+
+    class Recording(Runtime):
+        def maybe_compile(self, module):
+            compiled.append(module)
+            return module
+
+    backend = TotoBackend(Recording(compile="default"), checkpoint=checkpoint)
+    assert [m.backbone for m in compiled] == [backend.model]
+    assert not compiled[0].training
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile of the model is checked on a GPU")
+def test_compiled_forward_matches_eager_on_gpu(checkpoint, app_series):
+    batch = batch_of(app_series, 6)
+    eager = encode(TotoBackend(Runtime(device="cuda"), checkpoint=checkpoint), batch)
+    compiled = encode(TotoBackend(Runtime(device="cuda", compile="default"), checkpoint=checkpoint), batch)
+    torch.testing.assert_close(compiled.loc, eager.loc, rtol=1e-4, atol=1e-4)
+
+
+# --- sampling -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("horizon", [1, PATCH])
+def test_samples_agree_with_toto_forecaster_and_need_one_forward(backend, forwards, app_series, horizon):
+    """Same model and windows: TotoForecaster's samples and the backend's follow the same marginals."""
+    n = 4096
+    batch = batch_of(app_series, 4, horizon=horizon)
+    mixture = encode(backend, batch)
+    ours = backend.sample(mixture, {**PARAMS, "num_samples": n}, Draws((11,), batch.target_rows))[0]
+    assert len(forwards) == 1
+
+    torch.manual_seed(0)
+    forecaster = TotoForecaster(backend.model)
+    theirs = forecaster.forecast(forecaster_inputs(batch), horizon, num_samples=n, samples_per_batch=1024).samples
+    theirs = theirs[:, 0].permute(0, 2, 1).double()  # [windows, samples, horizon]
+    assert len(forwards) == 1 + n // 1024
+
+    # quantiles compared in probability space, where their Monte Carlo spread is known
+    probs = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)
+    q_ours = torch.quantile(ours, probs, dim=1).permute(1, 2, 0)  # [windows, horizon, probs]
+    q_theirs = torch.quantile(theirs, probs, dim=1).permute(1, 2, 0)
+    gap = (mixture.cdf(q_ours) - mixture.cdf(q_theirs)).abs()
+    assert (gap < 5 * torch.sqrt(2 * probs * (1 - probs) / n)).all()
+
+    sd = mixture_variance(mixture).sqrt()
+    assert ((ours.mean(1) - theirs.mean(1)).abs() < 5 * sd * (2 / n) ** 0.5).all()
+    assert ((ours.mean(1) - mixture.mean()).abs() < 5 * sd / n**0.5).all()
+
+
+def test_runs_seeds_and_common_random_numbers(backend, app_series):
+    batch = batch_of(app_series, 6)
+    mixture = encode(backend, batch)
+
+    def draw(seeds, n=256, rows=batch.target_rows, state=mixture):
+        return backend.sample(state, {**PARAMS, "num_samples": n}, Draws(seeds, rows))
+
+    both = draw((5, 6))
+    assert both.shape == (2, 6, 256, 1) and both.dtype == torch.float64
+    torch.testing.assert_close(both, draw((5, 6)), rtol=0, atol=0)
+    torch.testing.assert_close(both[1], draw((6,))[0], rtol=0, atol=0)  # runs are independent calls in one
+    torch.testing.assert_close(draw((5,), n=64)[0], both[0, :, :64], rtol=0, atol=0)  # prefixes are shared
+    assert not torch.equal(both[0], both[1])
+    sub = StudentTMixture(*(getattr(mixture, f)[2:4] for f in ("weights", "df", "loc", "scale")))
+    torch.testing.assert_close(draw((5,), rows=batch.target_rows[2:4], state=sub)[0], both[0, 2:4], rtol=0, atol=0)
+
+
+def random_mixture(windows: int, horizon: int, k: int = 5, seed: int = 0, df=(2.5, 12.0)) -> StudentTMixture:
+    g = torch.Generator().manual_seed(seed)
+
+    def u(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    shape = (windows, horizon, k)
+    return StudentTMixture(
+        weights=torch.softmax(3 * u(*shape), -1), df=df[0] + (df[1] - df[0]) * u(*shape),
+        loc=100 + 5 * torch.randn(*shape, generator=g, dtype=torch.float64), scale=0.5 + 3 * u(*shape),
+    )
+
+
+def test_gamma_quantile_matches_scipy_in_both_tails():
+    shape = torch.tensor([1.0, 1.0, 1.0, 1.3, 4.0, 40.0, 1.0, 7.5], dtype=torch.float64)
+    u = torch.tensor([1e-300, 1e-9, 0.5, 0.02, 0.97, 0.3, 1 - 1e-12, 1 - 2**-53], dtype=torch.float64)
+    expected = special.gammaincinv(shape.numpy(), u.numpy())
+    np.testing.assert_allclose(gamma_quantile(shape, u).numpy(), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("df", [(2.0, 3.0), (2.0, 30.0)])
+def test_keyed_student_t_mixture_samples_follow_the_distribution(df):
+    """Kolmogorov-Smirnov against the exact mixture CDF, and quantiles against torch's own sampler.
+
+    Low degrees of freedom make the gamma proposal's rejections (and their inversion) most frequent.
+    """
+    mixture = random_mixture(2, 2, df=df)
+    n = 200_000
+    ours = mixture.sample(Draws((3,), torch.arange(2)), n)[0].permute(0, 2, 1)  # [windows, horizon, samples]
+    pit = mixture.cdf(ours)
+    for w in range(2):
+        for h in range(2):
+            assert stats.kstest(pit[w, h].numpy(), "uniform").pvalue > 1e-3
+    components = torch.distributions.StudentT(mixture.df, mixture.loc, mixture.scale)
+    reference = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(mixture.weights), components)
+    torch.manual_seed(0)
+    theirs = reference.sample((n,)).permute(1, 2, 0)
+    probs = torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99], dtype=torch.float64)
+    gap = mixture.cdf(torch.quantile(ours, probs, dim=-1).permute(1, 2, 0)) - mixture.cdf(
+        torch.quantile(theirs, probs, dim=-1).permute(1, 2, 0))
+    assert (gap.abs() < 5 * torch.sqrt(2 * probs * (1 - probs) / n)).all()
+
+
+def test_student_t_at_two_degrees_of_freedom():
+    """df = 2 (gamma shape 1) has the most rejected proposals; its CDF is closed-form."""
+    one = torch.ones(1, 1, 1, dtype=torch.float64)
+    mixture = StudentTMixture(weights=one, df=2 * one, loc=0 * one, scale=one)
+    t = mixture.sample(Draws((9,), torch.arange(1)), 400_000)[0, 0, :, 0]
+    cdf = 0.5 + t / (2 * torch.sqrt(2 + t * t))
+    assert stats.kstest(cdf.numpy(), "uniform").pvalue > 1e-3
+
+
+# --- exact mode -----------------------------------------------------------------------------------------
+
+
+def test_exact_quantile_inverts_the_cdf():
+    mixture = random_mixture(3, 2, df=(2.0, 60.0))
+    u = torch.tensor([1e-6, 0.05, 0.5, 0.9, 1 - 1e-6], dtype=torch.float64)
+    q = mixture.quantile(u)
+    torch.testing.assert_close(mixture.cdf(q), u.expand(3, 2, 5), rtol=0, atol=1e-12)
+
+
+def test_exact_aggregates_match_a_million_samples():
+    """20 runs of 50,000 samples: each aggregate's run-to-run spread gives its Monte Carlo tolerance."""
+    mixture = random_mixture(2, 2, seed=1)
+    samples = mixture.sample(Draws(tuple(range(20)), torch.arange(2)), 50_000)
+    for aggregator in builtin_aggregators():
+        exact = mixture.aggregate(aggregator)
+        per_run = aggregator(samples, dim=2)  # [runs, windows, horizon]
+        assert exact.shape == (2, 2)
+        sem = per_run.std(0) / 20**0.5
+        assert ((per_run.mean(0) - exact).abs() < 5 * sem).all(), aggregator.name
+
+
+def test_exact_mean_and_median_are_closed_form_and_monotone():
+    mixture = random_mixture(3, 1)
+    aggs = {a.name: a for a in builtin_aggregators()}
+    torch.testing.assert_close(mixture.aggregate(aggs["mean"]), mixture.mean())
+    torch.testing.assert_close(mixture.cdf(mixture.aggregate(aggs["median"])[..., None])[..., 0],
+                               torch.full((3, 1), 0.5, dtype=torch.float64))
+    order = ["quantile_0.10", "quantile_0.25", "median", "quantile_0.75", "quantile_0.90"]
+    values = torch.stack([mixture.aggregate(aggs[name]) for name in order])
+    assert (values.diff(dim=0) > 0).all()
+
+
+def test_exact_only_in_exact_mode(backend, app_series):
+    batch = batch_of(app_series, 3)
+    mixture = encode(backend, batch)
+    median = next(a for a in builtin_aggregators() if a.name == "median")
+    assert backend.exact(mixture, PARAMS, median) is None
+    exact = backend.exact(mixture, {**PARAMS, "sampling": "exact"}, median)
+    assert exact.shape == (3, 1)
+
+
+# --- through the Evaluator ------------------------------------------------------------------------------
+
+
+def test_evaluator_encodes_once_for_candidates_differing_in_sampling_params(backend, forwards, app_series):
+    aggregators = {a.name: a for a in builtin_aggregators()}
+    rows = splits(len(app_series), 30, 20, 1).validation
+    ev = Evaluator(backend, aggregators, app_series, rows, 1)
+    seeds = (1, 2, 3)
+    first = ev(PARAMS, seeds)
+    second = ev({**PARAMS, "num_samples": 1024, "aggregate": "trimmed_mean_10"}, seeds)
+    assert len(forwards) == 1
+    assert first.errors.shape == second.errors.shape == (3, 30)
+    assert first.mean != second.mean and first.std > 0
+
+    exact = ev({**PARAMS, "aggregate": "trimmed_mean_10", "sampling": "exact"}, seeds)
+    assert len(forwards) == 1
+    assert exact.exact and exact.runs == 1 and exact.std == 0
+    assert abs(exact.mean - second.mean) < 0.1 * exact.mean  # 1024 samples land near the exact value
+
+    ev({**PARAMS, "context_length": CONTEXT // 2}, seeds)
+    assert len(forwards) == 2
