@@ -64,8 +64,8 @@ class Draws:
     def runs(self) -> int:
         return len(self.seeds)
 
-    def uniform(self, stream: str, num_samples: int, *extra: int) -> torch.Tensor:
-        """Uniforms in (0, 1), shape ``[runs, windows, num_samples, *extra]``, float64.
+    def bits(self, stream: str, num_samples: int, *extra: int) -> torch.Tensor:
+        """53 random bits per draw as int64, shape ``[runs, windows, num_samples, *extra]``.
 
         Draw (sample s, extra index j) is keyed by the counter ``s * 2**24 + j``: it does not depend
         on ``num_samples``, so a config with more samples sees the same first draws.
@@ -81,8 +81,15 @@ class Draws:
         state = _absorb(state[..., None, None], counter)
         state >>= 11
         state &= (1 << 53) - 1
-        u = state.to(torch.float64).add_(0.5).mul_(1.0 / (1 << 53))
-        return u.view(len(self.seeds), -1, num_samples, *extra)
+        return state.view(len(self.seeds), -1, num_samples, *extra)
+
+    def uniform(self, stream: str, num_samples: int, *extra: int) -> torch.Tensor:
+        """Uniforms in (0, 1), shape ``[runs, windows, num_samples, *extra]``, float64."""
+        return self.bits(stream, num_samples, *extra).to(torch.float64).add_(0.5).mul_(1.0 / (1 << 53))
+
+    def integers(self, high: int, stream: str, num_samples: int, *extra: int) -> torch.Tensor:
+        """Integers uniform on ``0 .. high - 1`` (bias below ``high / 2**53``), same shape as ``uniform``."""
+        return self.bits(stream, num_samples, *extra).remainder_(high)
 
     def normal(self, stream: str, num_samples: int, *extra: int) -> torch.Tensor:
         """Standard normals by inversion of ``uniform`` (monotone, so shared draws stay paired)."""

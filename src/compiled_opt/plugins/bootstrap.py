@@ -50,15 +50,12 @@ class BootstrapBackend(ModelBackend):
         windows, lookback = returns.shape
         mean = returns.mean(dim=1, keepdim=True)
         steps = mean + float(params["vol_scale"]) * (returns - mean)  # [windows, lookback]: every possible step
-        pick = (draws.uniform("bootstrap.pick", int(params["num_samples"]), state["horizon"]) * lookback).long()
-        runs, _, samples, horizon = pick.shape
-        flat = pick.clamp_max(lookback - 1).permute(1, 0, 2, 3).reshape(windows, -1)
-        last = state["last"][:, None]
-        if horizon == 1:  # one step: gather the prices themselves
-            paths = (last * torch.exp(steps)).gather(1, flat)
-        else:
-            paths = last * torch.exp(steps.gather(1, flat).view(windows, -1, horizon).cumsum(dim=-1)).view(windows, -1)
-        return paths.view(windows, runs, samples, horizon).transpose(0, 1)
+        pick = draws.integers(lookback, "bootstrap.pick", int(params["num_samples"]), state["horizon"])
+        pick += (torch.arange(windows, device=pick.device) * lookback)[None, :, None, None]  # rows of `steps`
+        last = state["last"][None, :, None, None]
+        if state["horizon"] == 1:  # one step: take the prices themselves
+            return (state["last"][:, None] * torch.exp(steps)).take(pick)
+        return last * torch.exp(steps.take(pick).cumsum(dim=-1))
 
 
 @hookimpl
