@@ -68,3 +68,16 @@ def test_cli_overrides(tmp_path, market_dir):
     assert cfg.output.directory == tmp_path / "o"
     with pytest.raises(UsageError, match=r": --model: unknown model 'toto'"):
         load_config(path, {"models": ["toto"]})
+
+
+@pytest.mark.parametrize("doc", ["toto.md", "kronos.md"])
+def test_documented_model_tables_are_valid(tmp_path, doc):
+    """The config shown in a backend's docs loads, and names only that backend's parameters."""
+    from compiled_opt.engine.plugins import Plugins
+
+    path = tmp_path / "doc.toml"
+    path.write_text((ROOT / "docs" / doc).read_text().split("```toml\n")[1].split("```")[0])
+    cfg = load_config(path)
+    backends = Plugins.load().backends
+    for model in cfg.models.values():
+        assert set(model.fixed) | set(model.space or {}) <= set(backends.get(model.backend).defaults)
