@@ -76,6 +76,7 @@ def test_force_and_thresholds(tmp_path, market_dir, capsys):
     (lambda c: c.replace("lookback = { int = [10, 80] }", "lookback = { int = [10, 5000] }"), "APP.parquet"),
     (lambda c: c.replace("lookback = { int = [10, 80] }", "lookback = { int = [1, 80] }"), "models.bootstrap.space.lookback"),
     (lambda c: c.replace('"median"', '"medain"'), "models.bootstrap.space.aggregate"),
+    (lambda c: c.replace("num_samples = 64 }", "num_samples = 64, lookback = 20 }"), "models.bootstrap.fixed.lookback"),
     (lambda c: c + '[acceptance]\npolicy = "paranoid"\n', "acceptance.policy"),
     (lambda c: c.replace("batch = 4", "batch = -1"), "search.batch"),
 ])
@@ -156,3 +157,18 @@ def test_data_import_command(tmp_path, capsys):
     assert main(["data", "import", str(bad), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}") and "timestamp" in err and not (tmp_path / "BAD.parquet").exists()
+
+
+def test_data_context_length_fixes_each_models_context(tmp_path, market_dir, capsys):
+    models = '[models.bootstrap]\nbackend = "bootstrap"\nfixed = { num_samples = 32 }\n'  # default space searches lookback
+    config = write_config(tmp_path, market_dir, trials=4, models=models)
+    text = config.read_text().replace('symbols = ["APP", "NU"]', 'symbols = ["APP"]\ncontext_length = 33')
+    config.write_text(text)
+    assert main(["run", str(config)]) == 0
+    record = json.loads((tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_text())
+    assert record["config"]["lookback"] == 33
+    searched = '[models.bootstrap]\nbackend = "bootstrap"\nspace = { lookback = { int = [10, 20] } }\n'
+    config.write_text(text.replace(models, searched))
+    assert main(["run", str(config), "--force"]) == 0
+    record = json.loads((tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_text())
+    assert 10 <= record["config"]["lookback"] <= 20

@@ -77,11 +77,14 @@ class ModelBackend(ABC):
       (e.g. ``{"aggregate": {"choice": [...]}}``).
     - ``encode_keys``: the parameters ``encode`` depends on; the engine caches its result by them,
       so a trial that changes only sampling parameters never encodes again.
+    - ``context_param``: the parameter holding the context length, which the config's
+      ``data.context_length`` sets (``None``: the backend has none).
     """
 
     defaults: Mapping[str, Any] = {}
     default_space: Mapping[str, Mapping[str, Any]] = {}
     encode_keys: tuple[str, ...] = ()
+    context_param: str | None = None
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime

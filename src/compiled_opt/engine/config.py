@@ -23,13 +23,18 @@ DTYPES = ("float32", "bfloat16")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the Parquet files are and how they are cut into windows."""
+    """Where the Parquet files are and how they are cut into windows.
+
+    ``context_length`` (rows of history per window), when not 0, holds every model's context
+    parameter fixed at that value, except in a model that fixes or searches it itself.
+    """
 
     directory: Path = Path("data")
     symbols: list[str] | str = "all"
     val_window: int = 30
     test_window: int = 20
     horizon: int = 1
+    context_length: int = 0
 
     def checks(self) -> dict[str, str | None]:
         return {
@@ -38,6 +43,7 @@ class DataConfig:
             "val_window": None if self.val_window >= 2 else "must be at least 2",
             "test_window": None if self.test_window >= 1 else "must be at least 1",
             "horizon": None if self.horizon >= 1 else "must be at least 1",
+            "context_length": None if self.context_length >= 0 else "must be 0 (each model's own) or positive",
         }
 
 

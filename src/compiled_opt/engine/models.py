@@ -50,7 +50,10 @@ def make_model(mc: ModelConfig, plugins: Plugins, runtime: Runtime, config: Conf
     """Check ``mc`` against its backend and build the backend (loading its weights once)."""
     where = config.where(f"models.{mc.name}")
     cls = plugins.backends.get(mc.backend, f"{where}.backend")
-    space = mc.space if mc.space is not None else parse_space(cls.default_space, f"{mc.backend} default space")
+    space = mc.space
+    if space is None:  # the backend's default space, less what the model fixes
+        space = {k: v for k, v in parse_space(cls.default_space, f"{mc.backend} default space").items()
+                 if k not in mc.fixed}
     for section, keys in (("fixed", mc.fixed), ("space", space)):
         for key in keys:
             if key not in cls.defaults:
@@ -60,7 +63,10 @@ def make_model(mc: ModelConfig, plugins: Plugins, runtime: Runtime, config: Conf
     if both:
         raise UsageError("a parameter is either fixed or searched, not both", f"{where}.fixed.{sorted(both)[0]}")
     base = {**cls.defaults, **mc.fixed}
-    space = {k: v for k, v in space.items() if k not in mc.fixed}
+    context = config.data.context_length
+    if context and cls.context_param and cls.context_param not in {*mc.fixed, *(mc.space or {})}:
+        base[cls.context_param] = context  # the data section's context length, unless the model sets its own
+        space = {k: v for k, v in space.items() if k != cls.context_param}
     backend = build(cls, mc.options, f"{where}.options", runtime)
     _check(backend, plugins, base, f"{where}.fixed")
     for key, entry in space.items():

@@ -28,6 +28,7 @@ class BootstrapBackend(ModelBackend):
         "aggregate": {"choice": [a.name for a in builtin_aggregators()]},
     }
     encode_keys = ("lookback",)
+    context_param = "lookback"
 
     def check(self, params: Mapping[str, Any]) -> None:
         if int(params["lookback"]) < 2:

@@ -169,6 +169,7 @@ class KronosBackend(ModelBackend):
         "aggregate": {"choice": [a.name for a in builtin_aggregators()]},
     }
     encode_keys = ("max_context", "clip")
+    context_param = "max_context"
 
     def __init__(self, runtime: Runtime, model: str = "NeoQuasar/Kronos-small",
                  tokenizer: str = "NeoQuasar/Kronos-Tokenizer-base"):

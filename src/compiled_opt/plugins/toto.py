@@ -129,6 +129,7 @@ class TotoBackend(ModelBackend):
         "context_length": {"ordered": [128, 256, 384, 512]},
     }
     encode_keys = ("context_length",)
+    context_param = "context_length"
 
     def __init__(self, runtime: Runtime, checkpoint: str = DEFAULT_CHECKPOINT):
         super().__init__(runtime)
