@@ -53,12 +53,14 @@ class Verdict:
     incumbent: Evaluation
 
 
+def decision_seeds(policy: Policy, search_seeds: tuple[int, ...], fresh_seeds: tuple[int, ...]) -> tuple[int, ...]:
+    """The seeds a decision is scored on: the search's own, or fresh ones if the policy asks to ``confirm``."""
+    return fresh_seeds if policy.confirm else search_seeds
+
+
 def judge(policy: Policy, evaluator: Evaluator, challenger: Mapping[str, Any], incumbent: Mapping[str, Any],
           search_seeds: tuple[int, ...], fresh_seeds: tuple[int, ...]) -> Verdict:
-    """Re-score both configs on the same validation windows and seeds, then ask ``policy``.
-
-    The seeds are the search's own unless the policy asks to ``confirm`` on ``fresh_seeds``.
-    """
-    seeds = fresh_seeds if policy.confirm else search_seeds
+    """Re-score both configs on the same validation windows and ``decision_seeds``, then ask ``policy``."""
+    seeds = decision_seeds(policy, search_seeds, fresh_seeds)
     ch, inc = evaluator(challenger, seeds), evaluator(incumbent, seeds)
     return Verdict(policy.decide(ch, inc), ch, inc)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import compiled_opt
-from compiled_opt.engine.acceptance import Decision, Policy, judge
+from compiled_opt.engine.acceptance import Decision, Policy, decision_seeds, judge
 from compiled_opt.engine.config import Config
 from compiled_opt.engine.data import Series, list_symbols, read_series, splits, symbol_path, windows
 from compiled_opt.engine.errors import UsageError, did_you_mean
@@ -114,7 +114,7 @@ class Run:
         challenger = result.recommendation
         self.report.line(f"  Recommendation: {challenger}")
         if incumbent is None:
-            seeds = self.seeds.fresh if self.policy.confirm else self.seeds.search
+            seeds = decision_seeds(self.policy, self.seeds.search, self.seeds.fresh)
             ch_eval, inc_eval = validation(challenger, seeds), None
             decision = Decision(True, "no stored config: saving the first one")
         else:
