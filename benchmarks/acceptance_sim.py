@@ -27,25 +27,20 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 import torch
 
 from compiled_opt.engine.acceptance import Policy, judge
 from compiled_opt.engine.backend import FEATURES, ModelBackend, Runtime, WindowBatch
-from compiled_opt.engine.data import Series, read_series, splits
+from compiled_opt.engine.data import splits
 from compiled_opt.engine.evaluate import Evaluation, Evaluator
 from compiled_opt.engine.plugins import Plugins, build
 from compiled_opt.engine.randomness import Draws, derive_seeds
-
-MARKET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
+from market import load_symbol
 SCENARIOS = ("aa_accept", "flat_accept", "power_1pct", "power_2pct", "power_5pct")
 EFFECTS = {"power_1pct": 0.01, "power_2pct": 0.02, "power_5pct": 0.05}
 # Beyond each registered policy at its defaults: what confirmation changes, both ways.
@@ -77,15 +72,6 @@ class SimBackend(ModelBackend):
         z = draws.normal(f"sim.{params['config_id']}", int(params["num_samples"]), state["horizon"])
         step = float(params["bias"]) + float(params["spread"]) * z
         return state["last"][None, :, None, None] * (1 + state["vol"][None, :, None, None] * step)
-
-
-def load_series(symbol: str, folder: Path) -> Series:
-    """A market CSV (Yahoo ``Date`` or ``timestamp`` layout) read through the engine's Parquet loader."""
-    table = pcsv.read_csv(MARKET / f"{symbol}.csv")
-    names = ["timestamp" if n == "Date" else n for n in table.column_names]
-    path = folder / f"{symbol}.parquet"
-    pq.write_table(table.rename_columns(names), path)
-    return read_series(path)
 
 
 class Memo:
@@ -253,8 +239,7 @@ def run(symbol: str = "AEM", reps: int = 400, runs: int = 3, windows: int = 30, 
     """The whole benchmark as one JSON-ready dict."""
     start = time.perf_counter()
     plugins = Plugins.load()
-    with tempfile.TemporaryDirectory() as folder:
-        series = load_series(symbol, Path(folder))
+    series = load_symbol(symbol)
     rows = splits(len(series), windows, 20, 1).validation
     ev = Evaluator(SimBackend(Runtime(device=device)), {"mean": plugins.aggregators.get("mean")}, series, rows, 1)
     cal = calibrate(ev, samples, sample_ratio, calibration_runs, seed)

@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
-
 import torch
 
 from compiled_opt.engine.backend import Runtime
-from compiled_opt.engine.data import read_series, splits, windows
+from compiled_opt.engine.data import splits, windows
 from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.importer import import_csv
 from compiled_opt.engine.plugins import Plugins
 from compiled_opt.engine.randomness import Draws, derive_seeds
-
-MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+from market import load_symbol
 
 
 def interleaved_best(repeat: int, **fns) -> dict[str, float]:
@@ -52,8 +47,7 @@ def main() -> None:
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
     backend = plugins.backends.get("bootstrap")(Runtime())
     params = {**backend.defaults, "num_samples": 256, "aggregate": "trimmed_mean_10"}
-    with tempfile.TemporaryDirectory() as tmp:
-        series = read_series(import_csv(MARKET / f"{args.symbol}.csv", Path(tmp)))
+    series = load_symbol(args.symbol)
     rows = splits(len(series), 30, 20, 1).validation
     seeds = tuple(derive_seeds(0, "search", args.runs))
     context = backend.context_length(params)

@@ -27,14 +27,12 @@ import pandas as pd
 import torch
 
 from compiled_opt.engine.backend import FEATURES, Runtime
-from compiled_opt.engine.data import read_series, splits, windows
+from compiled_opt.engine.data import splits, windows
 from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.importer import import_csv
 from compiled_opt.engine.plugins import Plugins
 from compiled_opt.engine.randomness import derive_seeds
 from compiled_opt.plugins.kronos import KronosBackend, import_kronos
-
-MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+from market import load_symbol
 TOKENIZER_BASE = dict(d_in=6, d_model=256, n_heads=4, ff_dim=512, n_enc_layers=4, n_dec_layers=4,
                       ffn_dropout_p=0.0, attn_dropout_p=0.0, resid_dropout_p=0.0, s1_bits=10, s2_bits=10,
                       beta=0.05, gamma0=1.0, gamma=1.1, zeta=0.05, group_size=4)
@@ -92,10 +90,10 @@ def main() -> None:
     params = {**KronosBackend.defaults, "temperature": 0.2, "top_p": 0.9, "top_k": 0,
               "sample_count": args.samples, "max_context": args.context, "clip": 2.0}
     second = {**params, "temperature": 0.25, "top_p": 0.8}
+    series = load_symbol(args.symbol)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, tokenizer_dir = save_models(Path(tmp), args.size, layers)
         backend = KronosBackend(runtime, model=str(model_dir), tokenizer=str(tokenizer_dir))
-        series = read_series(import_csv(MARKET / f"{args.symbol}.csv", Path(tmp)))
     split = splits(len(series), 30, 20, 1)
     seeds = tuple(derive_seeds(0, "search", args.runs))
     predictor = import_kronos().KronosPredictor(backend.model, backend.tokenizer, device=args.device,

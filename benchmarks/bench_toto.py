@@ -28,14 +28,12 @@ from toto.inference.forecaster import TotoForecaster
 from toto.model.toto import Toto
 
 from compiled_opt.engine.backend import FEATURES, Runtime, WindowBatch
-from compiled_opt.engine.data import read_series, splits, windows
+from compiled_opt.engine.data import splits, windows
 from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.importer import import_csv
 from compiled_opt.engine.randomness import derive_seeds
 from compiled_opt.plugins.aggregators import builtin_aggregators
 from compiled_opt.plugins.toto import TotoBackend, save_checkpoint
-
-MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+from market import load_symbol
 ARCHITECTURE = {
     "patch_size": 64, "stride": 64, "dropout": 0.1, "spacewise_first": True,
     "scaler_cls": "<class 'model.scaler.CausalPatchStdMeanScaler'>",
@@ -98,8 +96,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     runtime = Runtime(device=args.device, compile=args.compile, dtype=getattr(torch, args.dtype))
 
+    series = load_symbol(args.symbol)
     with tempfile.TemporaryDirectory() as tmp:
-        series = read_series(import_csv(MARKET / f"{args.symbol}.csv", Path(tmp)))
         torch.manual_seed(0)
         model = Toto(**ARCHITECTURE, **SIZES[args.size])
         parameters = sum(p.numel() for p in model.parameters())

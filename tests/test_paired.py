@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ def pair(gain=0.0, runs=3, windows=30, mc=0.001, shared=0.9, seed=0):
 
 @pytest.fixture(scope="module")
 def sim():
+    sys.path.insert(0, str(BENCHMARK.parent))  # as when run as a script: its sibling `market` module
     spec = importlib.util.spec_from_file_location("acceptance_sim", BENCHMARK)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -199,8 +199,7 @@ def test_bad_options(options, message):
 
 def test_judge_confirms_on_fresh_seeds_with_real_evaluator(sim):
     plugins = Plugins.load()
-    with tempfile.TemporaryDirectory() as folder:
-        series = sim.load_series("AEM", Path(folder))
+    series = sim.load_symbol("AEM")
     ev = Evaluator(sim.SimBackend(sim.Runtime()), {"mean": plugins.aggregators.get("mean")}, series,
                    range(len(series) - 50, len(series) - 20), 1)
     search, fresh = tuple(derive_seeds(1, "search", 3)), tuple(derive_seeds(1, "confirm", 3))
