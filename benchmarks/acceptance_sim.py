@@ -38,7 +38,7 @@ from compiled_opt.engine.acceptance import Policy, judge
 from compiled_opt.engine.backend import FEATURES, ModelBackend, Runtime, WindowBatch
 from compiled_opt.engine.data import splits
 from compiled_opt.engine.evaluate import Evaluation, Evaluator
-from compiled_opt.engine.plugins import Plugins, build
+from compiled_opt.engine.registry import Plugins, build
 from compiled_opt.engine.randomness import Draws, derive_seeds
 from market import load_symbol
 SCENARIOS = ("aa_accept", "flat_accept", "power_1pct", "power_2pct", "power_5pct")

@@ -16,7 +16,7 @@ import torch
 from compiled_opt.engine.backend import Runtime
 from compiled_opt.engine.data import splits, windows
 from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.plugins import Plugins
+from compiled_opt.engine.registry import Plugins
 from compiled_opt.engine.randomness import Draws, derive_seeds
 from market import load_symbol
 

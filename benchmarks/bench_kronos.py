@@ -29,7 +29,7 @@ import torch
 from compiled_opt.engine.backend import FEATURES, Runtime
 from compiled_opt.engine.data import splits, windows
 from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.plugins import Plugins
+from compiled_opt.engine.registry import Plugins
 from compiled_opt.engine.randomness import derive_seeds
 from compiled_opt.plugins.kronos import KronosBackend, import_kronos
 from market import load_symbol

@@ -73,7 +73,7 @@ def test_cli_overrides(tmp_path, market_dir):
 @pytest.mark.parametrize("doc", ["toto.md", "kronos.md"])
 def test_documented_model_tables_are_valid(tmp_path, doc):
     """The config shown in a backend's docs loads, and names only that backend's parameters."""
-    from compiled_opt.engine.plugins import Plugins
+    from compiled_opt.engine.registry import Plugins
 
     path = tmp_path / "doc.toml"
     path.write_text((ROOT / "docs" / doc).read_text().split("```toml\n")[1].split("```")[0])

@@ -9,7 +9,7 @@ import torch
 from compiled_opt.engine.backend import Runtime
 from compiled_opt.engine.data import splits
 from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.plugins import Plugins
+from compiled_opt.engine.registry import Plugins
 from compiled_opt.engine.randomness import Draws, derive_seeds
 from compiled_opt.plugins.bootstrap import BootstrapBackend
 

@@ -16,7 +16,7 @@ from compiled_opt.engine.backend import FEATURES, Runtime
 from compiled_opt.engine.data import splits, windows
 from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.plugins import Plugins
+from compiled_opt.engine.registry import Plugins
 from compiled_opt.engine.randomness import Draws, derive_seeds
 from compiled_opt.plugins.kronos import KronosBackend, gumbel_pick, time_features
 

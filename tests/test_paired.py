@@ -14,7 +14,7 @@ from scipy import stats as st
 from compiled_opt.engine.acceptance import judge
 from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.evaluate import Evaluation, Evaluator
-from compiled_opt.engine.plugins import Plugins, build
+from compiled_opt.engine.registry import Plugins, build
 from compiled_opt.engine.randomness import derive_seeds
 from compiled_opt.plugins.paired import Paired
 

@@ -11,7 +11,7 @@ import pytest
 
 from compiled_opt.engine import hookspecs
 from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.plugins import Plugins, Registry, build, make_plugin_manager
+from compiled_opt.engine.registry import Plugins, Registry, build, make_plugin_manager
 from compiled_opt.engine.cli import main
 
 from conftest import write_config
@@ -88,7 +88,7 @@ def test_build_rejects_unknown_options():
 
 
 def test_no_manager_at_import_time():
-    module = importlib.reload(importlib.import_module("compiled_opt.engine.plugins"))
+    module = importlib.reload(importlib.import_module("compiled_opt.engine.registry"))
     assert not [v for v in vars(module).values() if type(v).__name__ == "PluginManager"]
 
 

@@ -7,7 +7,7 @@ import pytest
 from compiled_opt.engine.backend import Runtime
 from compiled_opt.engine.data import splits
 from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.plugins import Plugins
+from compiled_opt.engine.registry import Plugins
 from compiled_opt.engine.search import search
 from compiled_opt.engine.space import Choices, Range
 from compiled_opt.plugins.bootstrap import BootstrapBackend

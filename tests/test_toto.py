@@ -21,11 +21,11 @@ from compiled_opt.engine.backend import FEATURES, Runtime  # noqa: E402
 from compiled_opt.engine.data import splits, windows  # noqa: E402
 from compiled_opt.engine.errors import UsageError  # noqa: E402
 from compiled_opt.engine.evaluate import Evaluator  # noqa: E402
-from compiled_opt.engine.plugins import Plugins  # noqa: E402
+from compiled_opt.engine.registry import Plugins  # noqa: E402
 from compiled_opt.engine.randomness import Draws  # noqa: E402
 from compiled_opt.plugins.aggregators import builtin_aggregators  # noqa: E402
 from compiled_opt.plugins.toto import TotoBackend, save_checkpoint  # noqa: E402
-from compiled_opt.plugins.toto_distribution import StudentTMixture, gamma_quantile  # noqa: E402
+from compiled_opt.plugins.toto.distribution import StudentTMixture, gamma_quantile  # noqa: E402
 
 PATCH = 16
 TINY = {

@@ -1,47 +1,109 @@
-"""``compiled-opt``: run a search, import CSV data, list plugins. Exit codes: 0 ok, 1 failure, 2 usage/input."""
+"""compiled-opt: tune the sampling hyperparameters of stochastic forecasters, per symbol.
+
+Exit codes: 0 ok; 1 a job failed (the others still ran); 2 a usage or input error (nothing written).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+import compiled_opt
 from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.plugins import KINDS, Plugins
+
+
+def _positive(flag: str, minimum: int = 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes an integer, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other compiled-opt error."""
+
+    def error(self, message: str) -> None:
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compiled-opt", description=__doc__)
+    parser = _Parser(prog="compiled-opt", description=__doc__.split("\n")[0],
+                                     epilog=__doc__.split("\n", 2)[2].strip())
+    parser.add_argument("--version", action="version", version=f"compiled-opt {compiled_opt.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="search every symbol's sampling hyperparameters and store the winners")
     run.add_argument("config", type=Path, help="the TOML config (e.g. compiled_opt.toml)")
     run.add_argument("--symbols", nargs="+", help="only these symbols (overrides data.symbols)")
     run.add_argument("--model", nargs="+", dest="models", help="only these [models.<name>] tables")
-    run.add_argument("--trials", type=int, help="overrides search.trials")
-    run.add_argument("--eval-runs", type=int, help="overrides evaluation.eval_runs")
+    run.add_argument("--trials", type=_positive("--trials"), help="overrides search.trials")
+    run.add_argument("--eval-runs", type=_positive("--eval-runs"), help="overrides evaluation.eval_runs")
     run.add_argument("--force", action="store_true", help="store the new config even without improvement")
-    run.add_argument("--output", type=Path, help="overrides output.directory")
+    run.add_argument("--output", type=Path,
+                     help="write stored configs to DIR/hyperparams and run logs to DIR/runs (overrides [output])")
+    run.add_argument("--executor", help="overrides runtime.executor (local, ray, ...)")
+    run.add_argument("--ray-address", help="overrides ray.address (a running cluster; default: start a local Ray)")
+    run.add_argument("--fast", action="store_true", help="runtime.mode = \"fast\": the fastest measured settings on one GPU")
+    run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
+                     help="continue an interrupted run (default: the latest) from its last finished batch")
+    _output_flags(run)
     data = sub.add_parser("data", help="market data files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     imp = data_sub.add_parser("import", help="convert CSV files (Yahoo, Binance or timestamp,open,...) to Parquet")
     imp.add_argument("files", nargs="+", type=Path)
     imp.add_argument("--out", type=Path, default=Path("data"), help="output directory (default: data)")
-    sub.add_parser("plugins", help="list every backend, acceptance policy and aggregator and where it came from")
+    sub.add_parser("plugins", help="list every backend, policy, aggregator and executor and where it came from")
     return parser
 
 
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_const", const="warning", dest="log_level",
+                       help="print only failures and the summary")
+    group.add_argument("--debug", action="store_const", const="debug", dest="log_level",
+                       help="print every batch, and failure tracebacks on the console too")
+    group.add_argument("--log-level", choices=("debug", "info", "warning"), dest="log_level")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.set_defaults(log_level="info")
+
+
 def _overrides(args: argparse.Namespace) -> dict:
-    pairs = {"data.symbols": args.symbols, "search.trials": args.trials, "evaluation.eval_runs": args.eval_runs,
-             "output.directory": args.output and str(args.output.resolve()), "models": args.models,
-             "force": args.force}
-    return {k: v for k, v in pairs.items() if v not in (None, False)}
+    from compiled_opt.engine.config import Override
+
+    out = {}
+    flagged = {"data.symbols": ("--symbols", args.symbols), "search.trials": ("--trials", args.trials),
+               "evaluation.eval_runs": ("--eval-runs", args.eval_runs),
+               "runtime.executor": ("--executor", args.executor), "ray.address": ("--ray-address", args.ray_address),
+               "runtime.mode": ("--fast", "fast" if args.fast else None)}
+    if args.output is not None:
+        root = args.output.resolve()
+        flagged |= {"output.directory": ("--output", str(root / "hyperparams")), "output.runs": ("--output", str(root / "runs"))}
+    for key, (flag, value) in flagged.items():
+        if value is not None:
+            out[key] = Override(value, flag)
+    if args.models:
+        out["models"] = Override(args.models, "--model")
+    if args.force:
+        out["force"] = True
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
     from compiled_opt.engine.config import load_config
-    from compiled_opt.engine.runner import Run
+    from compiled_opt.engine.console import Console
+    from compiled_opt.engine.driver import Run
 
-    outcomes = Run(load_config(args.config, _overrides(args))).execute()
+    console = Console(level=args.log_level, json_summary=args.json)
+    config = load_config(args.config, _overrides(args))
+    outcomes = Run(config, console=console, resume=args.resume, debug=args.log_level == "debug").execute()
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -54,6 +116,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _plugins(args: argparse.Namespace) -> int:
+    from compiled_opt.engine.registry import KINDS, Plugins
+
     plugins = Plugins.load()
     for kind in KINDS:
         registry = getattr(plugins, kind)
@@ -63,11 +127,17 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+HANDLERS = {"run": _run, "data": _import, "plugins": _plugins}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    handler = {"run": _run, "data": _import, "plugins": _plugins}[args.command]
+    parser = _parser()
     try:
-        return handler(args)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad flags, 0 on --help / --version
+        return int(exc.code or 0)
+    try:
+        return HANDLERS[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +147,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `compiled-opt plugins | head`: the reader left, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
 
 
 if __name__ == "__main__":

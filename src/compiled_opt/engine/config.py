@@ -1,11 +1,14 @@
 """``compiled_opt.toml``: read with tomllib and checked into typed sections.
 
-Every problem is a ``UsageError`` naming the file and the key (``compiled_opt.toml: search.trials``).
+Every problem is a ``UsageError`` naming where the value came from: the file and the key
+(``compiled_opt.toml: search.trials``) or, for a value given on the command line, the flag (``--trials``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +22,8 @@ METRICS = ("pct_return_mae", "price_mae")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = ("float32", "bfloat16")
+MODES = ("default", "fast")
+EXHAUSTIVE = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class DataConfig:
             "symbols": None if self.symbols == "all" or (isinstance(self.symbols, list) and self.symbols)
             else 'must be "all" or a non-empty list of symbols',
             "val_window": None if self.val_window >= 2 else "must be at least 2",
-            "test_window": None if self.test_window >= 1 else "must be at least 1",
+            "test_window": None if self.test_window >= 2 else "must be at least 2",
             "horizon": None if self.horizon >= 1 else "must be at least 1",
             "context_length": None if self.context_length >= 0 else "must be 0 (each model's own) or positive",
         }
@@ -62,23 +67,45 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """The Nevergrad search: optimizer name, total ``trials``, candidates asked per ``batch``."""
+    """The Nevergrad search: optimizer name, total ``trials``, candidates asked per ``batch``.
+
+    ``seed`` ``"auto"`` draws a new optimizer seed for every invocation (recorded in the run), so
+    reruns search anew; an integer makes the whole run reproducible. ``exhaustive``: score every
+    point of a small discrete space instead (``auto``: when that costs fewer evaluations than the trials).
+    """
 
     optimizer: str = "NGOpt"
     trials: int = 40
     batch: int = 4
-    seed: int = 0
+    seed: int | str = "auto"
+    exhaustive: str = "auto"
 
     def checks(self) -> dict[str, str | None]:
-        import nevergrad as ng
+        from compiled_opt.engine.search import optimizer_names
 
-        known = ng.optimizers.registry
+        known = optimizer_names()
         return {
             "optimizer": None if self.optimizer in known else f"unknown optimizer {self.optimizer!r}; "
             + did_you_mean(self.optimizer, known).split("allowed:")[0] + "see nevergrad.optimizers.registry",
             "trials": None if self.trials >= 1 else "must be at least 1",
             "batch": None if self.batch >= 1 else "must be at least 1",
+            "seed": None if self.seed == "auto" or (isinstance(self.seed, int) and self.seed >= 0)
+            else 'must be "auto" or a non-negative integer',
+            "exhaustive": _one_of(self.exhaustive, EXHAUSTIVE),
         }
+
+
+@dataclass(frozen=True)
+class PooledConfig:
+    """The pooled stage: one config per model tuned on every symbol's windows together, then used as
+    each symbol's reference; a symbol's own winner replaces it only when a one-sided paired t-test
+    over the symbol's validation windows says it is better at level ``alpha``."""
+
+    enabled: bool = False
+    alpha: float = 0.05
+
+    def checks(self) -> dict[str, str | None]:
+        return {"alpha": None if 0 < self.alpha < 0.5 else "must be between 0 and 0.5"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +118,7 @@ class AcceptanceConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where stored configs (``directory``) and per-run trial logs (``runs``) go."""
+    """Where stored configs (``directory``) and per-run logs (``runs``) go."""
 
     directory: Path = Path("hyperparams")
     runs: Path = Path("runs")
@@ -99,15 +126,40 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Device, ``torch.compile`` mode and dtype for the models."""
+    """Device, ``torch.compile`` mode, dtype, and how jobs are executed.
+
+    ``mode = "fast"`` picks what is measured fastest on one GPU (see README); ``executor`` is a
+    registered executor (``local``, ``ray``); ``workers`` (0: one per GPU slot or core) and
+    ``gpus_per_worker`` (may be fractional) size it; ``threads`` (0: torch's default) is the torch
+    thread count per worker: equal thread counts give bit-identical results.
+    """
 
     device: str = "auto"
     compile: str = "none"
     dtype: str = "float32"
+    mode: str = "default"
+    executor: str = "local"
+    workers: int = 0
+    gpus_per_worker: float = 1.0
+    threads: int = 0
 
     def checks(self) -> dict[str, str | None]:
         return {"device": _one_of(self.device, DEVICES), "compile": _one_of(self.compile, COMPILE_MODES),
-                "dtype": _one_of(self.dtype, DTYPES)}
+                "dtype": _one_of(self.dtype, DTYPES), "mode": _one_of(self.mode, MODES),
+                "workers": None if self.workers >= 0 else "must be 0 (automatic) or positive",
+                "gpus_per_worker": None if 0 <= self.gpus_per_worker <= 64 else "must be between 0 and 64",
+                "threads": None if self.threads >= 0 else "must be 0 (torch's default) or positive"}
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """The ``ray`` executor: cluster ``address`` (empty: start a local Ray) and retries per job."""
+
+    address: str = ""
+    max_retries: int = 2
+
+    def checks(self) -> dict[str, str | None]:
+        return {"max_retries": None if self.max_retries >= 0 else "must be 0 or positive"}
 
 
 @dataclass(frozen=True)
@@ -127,52 +179,87 @@ class Config:
     data: DataConfig
     evaluation: EvaluationConfig
     search: SearchConfig
+    pooled: PooledConfig
     acceptance: AcceptanceConfig
     output: OutputConfig
     runtime: RuntimeConfig
+    ray: RayConfig
     models: dict[str, ModelConfig]
     force: bool = False
+    text: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)
 
     def where(self, key: str) -> str:
-        return f"{self.path}: {key}"
+        """Where ``key`` (``section.field``) was set: its command-line flag, else the file and key."""
+        return self.flags.get(key) or f"{self.path}: {key}"
+
+    def snapshot(self) -> dict[str, Any]:
+        """What reproduces this config: the file's text and the command-line overrides."""
+        return {"path": str(self.path), "text": self.text, "overrides": self.overrides}
+
+    def fingerprint(self) -> str:
+        """A hash of ``snapshot()`` without the path, for refusing to resume a changed config."""
+        body = json.dumps({"text": self.text, "overrides": self.overrides}, sort_keys=True, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-SECTIONS = {"data": DataConfig, "evaluation": EvaluationConfig, "search": SearchConfig,
-            "acceptance": AcceptanceConfig, "output": OutputConfig, "runtime": RuntimeConfig}
+SECTIONS = {"data": DataConfig, "evaluation": EvaluationConfig, "search": SearchConfig, "pooled": PooledConfig,
+            "acceptance": AcceptanceConfig, "output": OutputConfig, "runtime": RuntimeConfig, "ray": RayConfig}
+
+
+@dataclass(frozen=True)
+class Override:
+    """A value given on the command line for ``section.field``, with the ``flag`` it came from."""
+
+    value: Any
+    flag: str
 
 
 def _one_of(value: str, allowed: tuple[str, ...]) -> str | None:
     return None if value in allowed else f"unknown value {value!r}; {did_you_mean(value, allowed)}"
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+CHECKS = {
+    int: _is_int,
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+    bool: lambda v: isinstance(v, bool),
+    Path: lambda v: isinstance(v, str),
+    dict[str, Any]: lambda v: isinstance(v, dict),
+    int | str: lambda v: _is_int(v) or isinstance(v, str),
+    list[str] | str: lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+}
+
+
 def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """``value`` checked against the annotated ``kind`` (int, str, bool, Path, dict, list[str] | str)."""
-    checks = {
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-        bool: lambda v: isinstance(v, bool),
-        Path: lambda v: isinstance(v, str),
-        dict[str, Any]: lambda v: isinstance(v, dict),
-        list[str] | str: lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    }
-    if not checks[kind](value):
-        name = "a path" if kind is Path else getattr(kind, "__name__", str(kind))
+    """``value`` checked against the annotated ``kind``."""
+    if not CHECKS[kind](value):
+        name = "a path" if kind is Path else getattr(kind, "__name__", str(kind).replace(" | ", " or "))
         raise UsageError(f"expected {name}, got {type(value).__name__} {value!r}", where)
-    return Path(value) if kind is Path else value
+    return Path(value) if kind is Path else float(value) if kind is float else value
 
 
-def _section(cls: type, raw: Any, where: str) -> Any:
+def _section(cls: type, raw: Any, where: str, flags: Mapping[str, str]) -> Any:
     if not isinstance(raw, Mapping):
         raise UsageError("must be a table", where)
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+
+    def at(key: str) -> str:
+        return flags.get(key) or f"{where}.{key}"
+
     for key in raw:
         if key not in names:
-            raise UsageError(f"unknown key {key!r}; {did_you_mean(key, names)}", f"{where}.{key}")
-    obj = cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()})
+            raise UsageError(f"unknown key {key!r}; {did_you_mean(key, names)}", at(key))
+    obj = cls(**{k: _coerce(v, hints[k], at(k)) for k, v in raw.items()})
     for key, problem in getattr(obj, "checks", dict)().items():
         if problem:
-            raise UsageError(problem, f"{where}.{key}")
+            raise UsageError(problem, at(key))
     return obj
 
 
@@ -192,24 +279,32 @@ def _model(name: str, raw: Any, where: str) -> ModelConfig:
     return ModelConfig(name, raw["backend"], dict(raw.get("options", {})), dict(raw.get("fixed", {})), space)
 
 
-def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read ``path`` and apply CLI ``overrides`` (keys ``section.field``, plus ``models`` and ``force``)."""
+def load_config(path: Path, overrides: Mapping[str, Any] | None = None, text: str | None = None) -> Config:
+    """Read ``path`` (or its recorded ``text``) and apply command-line ``overrides``.
+
+    Keys are ``section.field`` (values plain or ``Override(value, flag)``), ``models`` (a list of
+    model names) and ``force``.
+    """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text() if text is None else text
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise UsageError("no such config file", str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"malformed TOML: {exc}", str(path)) from None
-    overrides = dict(overrides or {})
-    for key, value in overrides.items():
-        if "." in key:
-            section, name = key.split(".")
-            raw.setdefault(section, {})[name] = value
+    plain = {k: v.value if isinstance(v, Override) else v for k, v in (overrides or {}).items()}
+    flags = {k: v.flag for k, v in (overrides or {}).items() if isinstance(v, Override)}
     for key in raw:
         if key not in (*SECTIONS, "models"):
             raise UsageError(f"unknown section {key!r}; {did_you_mean(key, (*SECTIONS, 'models'))}", f"{path}: {key}")
-    sections = {name: _section(cls, raw.get(name, {}), f"{path}: {name}") for name, cls in SECTIONS.items()}
+    for key, value in plain.items():
+        if "." in key:
+            section, name = key.split(".")
+            raw.setdefault(section, {})[name] = value
+    sections = {name: _section(cls, raw.get(name, {}), f"{path}: {name}",
+                               {k.split(".")[1]: f for k, f in flags.items() if k.startswith(f"{name}.")})
+                for name, cls in SECTIONS.items()}
     here = path.parent  # relative paths in the file are relative to the file
     sections["data"] = dataclasses.replace(sections["data"], directory=here / sections["data"].directory)
     out = sections["output"]
@@ -218,9 +313,10 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> Confi
     if not isinstance(models_raw, Mapping) or not models_raw:
         raise UsageError("define at least one model, e.g. [models.bootstrap] with backend = \"bootstrap\"", f"{path}: models")
     models = {name: _model(name, m, f"{path}: models.{name}") for name, m in models_raw.items()}
-    if overrides.get("models"):
-        for name in overrides["models"]:
+    if plain.get("models"):
+        for name in plain["models"]:
             if name not in models:
-                raise UsageError(f"unknown model {name!r}; {did_you_mean(name, models)}", f"{path}: --model")
-        models = {name: models[name] for name in overrides["models"]}
-    return Config(path=path, models=models, force=bool(overrides.get("force")), **sections)
+                raise UsageError(f"unknown model {name!r}; {did_you_mean(name, models)}", flags.get("models", "--model"))
+        models = {name: models[name] for name in plain["models"]}
+    return Config(path=path, models=models, force=bool(plain.get("force")), text=text, overrides=plain, flags=flags,
+                  **sections)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +113,20 @@ def _check(path: Path, time: np.ndarray, values: np.ndarray) -> None:
 
 
 def splits(length: int, val_window: int, test_window: int, horizon: int) -> Splits:
-    """The last ``test_window`` windows are test, the ``val_window`` before them validation."""
+    """The last ``test_window`` windows are test, the ``val_window`` before them validation.
+
+    A window starting at row i forecasts rows i .. i + horizon - 1; the validation windows end
+    ``horizon - 1`` rows early, so that no validation target is a test row.
+    """
     end = length - horizon + 1
-    return Splits(range(end - test_window - val_window, end - test_window), range(end - test_window, end))
+    test = range(end - test_window, end)
+    val_end = test.start - (horizon - 1)
+    return Splits(range(val_end - val_window, val_end), test)
+
+
+def fingerprint(path: Path) -> str:
+    """A hash of a data file's bytes, to refuse resuming a run on changed data."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def windows(series: Series, rows: range, context: int, horizon: int) -> WindowBatch:

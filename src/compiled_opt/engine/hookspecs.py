@@ -17,7 +17,7 @@ Register = Callable[[str, Any], None]
 def compiled_opt_register_backends(register: Register) -> None:
     """Register model backends.
 
-    :param register: call ``register(name, cls)`` with a ``compiled_opt.engine.backend.ModelBackend``
+    :param register: call ``register(name, cls)`` with a ``compiled_opt.api.ModelBackend``
         subclass; configs select it with ``backend = "name"``.
     """
 
@@ -26,7 +26,7 @@ def compiled_opt_register_backends(register: Register) -> None:
 def compiled_opt_register_policies(register: Register) -> None:
     """Register acceptance policies.
 
-    :param register: call ``register(name, cls)`` with a ``compiled_opt.engine.acceptance.Policy``
+    :param register: call ``register(name, cls)`` with a ``compiled_opt.api.Policy``
         subclass; its keyword arguments are the options of the config's ``[acceptance]`` table.
     """
 
@@ -36,5 +36,14 @@ def compiled_opt_register_aggregators(register: Register) -> None:
     """Register aggregators (how samples become one forecast).
 
     :param register: call ``register(name, aggregator)`` with a
-        ``compiled_opt.engine.aggregate.Aggregator``; ``aggregate = "name"`` selects it.
+        ``compiled_opt.api.Aggregator``; ``aggregate = "name"`` selects it.
+    """
+
+
+@hookspec
+def compiled_opt_register_executors(register: Register) -> None:
+    """Register executors (what runs a run's jobs: in this process, on Ray, ...).
+
+    :param register: call ``register(name, cls)`` with a ``compiled_opt.api.Executor``
+        subclass; ``runtime.executor = "name"`` (or ``--executor name``) selects it.
     """

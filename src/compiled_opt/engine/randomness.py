@@ -33,7 +33,17 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 
 
 def _absorb(state: torch.Tensor, value: torch.Tensor | int) -> torch.Tensor:
+    """Fold ``value`` into ``state``: mix(state + value + golden).
+
+    Every key part goes through its own mix before the next is added, so (a, b) and
+    (a + k, b - k) are different keys: no two keys alias short of a 64-bit hash collision.
+    """
     return _mix(state + (value + _to_signed(_GOLDEN)))
+
+
+def _root(seed: torch.Tensor | int) -> torch.Tensor:
+    """The state of a key whose first part is ``seed``."""
+    return _absorb(torch.as_tensor(seed, dtype=torch.int64).clone(), 0)
 
 
 def stream_id(name: str) -> int:
@@ -41,9 +51,12 @@ def stream_id(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def derive_seeds(base_seed: int, purpose: str, count: int) -> list[int]:
-    """``count`` run seeds for one purpose (``"search"``, ``"confirm"``...), stable across versions."""
-    state = _absorb(torch.tensor(base_seed, dtype=torch.int64), stream_id(purpose))
+def derive_seeds(base_seed: int, purpose: str, count: int, *context: str | int) -> list[int]:
+    """``count`` run seeds for one purpose (``"search"``, ``"confirm"``...) and optional ``context``
+    (e.g. symbol, model, decision number): distinct keys give independent seeds."""
+    state = _absorb(_root(base_seed), stream_id(purpose))
+    for part in context:
+        state = _absorb(state, stream_id(part) if isinstance(part, str) else int(part))
     seeds = _absorb(state, torch.arange(count, dtype=torch.int64))
     return [int(s) & 0x7FFFFFFF for s in seeds]
 
@@ -72,7 +85,7 @@ class Draws:
         """
         dev = torch.device(self.device)
         seeds = torch.tensor(self.seeds, dtype=torch.int64, device=dev)
-        state = _absorb(seeds, stream_id(stream)).view(-1, 1)
+        state = _absorb(_root(seeds), stream_id(stream)).view(-1, 1)
         state = _absorb(state, self.window_ids.to(dev, torch.int64).view(1, -1))
         n_extra = 1
         for e in extra:

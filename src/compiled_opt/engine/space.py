@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import nevergrad as ng
 
 from compiled_opt.engine.errors import UsageError, did_you_mean
 
@@ -23,12 +23,16 @@ class Range:
     integer: bool = False
     log: bool = False
 
-    def parameter(self) -> ng.p.Parameter:
+    def parameter(self) -> Any:
+        import nevergrad as ng
+
         p = ng.p.Log(lower=self.lo, upper=self.hi) if self.log else ng.p.Scalar(lower=self.lo, upper=self.hi)
         return p.set_integer_casting() if self.integer else p
 
     def contains(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and self.lo <= value <= self.hi
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        whole = not self.integer or (number and float(value).is_integer())
+        return number and whole and self.lo <= value <= self.hi
 
     def extremes(self) -> list[Any]:
         cast = int if self.integer else float
@@ -42,13 +46,18 @@ class Choices:
     values: tuple[Any, ...]
     ordered: bool = False
 
-    def parameter(self) -> ng.p.Parameter:
+    def parameter(self) -> Any:
+        import nevergrad as ng
+
         return ng.p.TransitionChoice(list(self.values)) if self.ordered else ng.p.Choice(list(self.values))
 
     def contains(self, value: Any) -> bool:
         return value in self.values
 
     def extremes(self) -> list[Any]:
+        return list(self.values)
+
+    def points(self) -> list[Any]:
         return list(self.values)
 
 
@@ -91,9 +100,29 @@ def parse_space(raw: Mapping[str, Any], where: str) -> dict[str, Range | Choices
     return {name: parse_entry(entry, f"{where}.{name}") for name, entry in raw.items()}
 
 
-def parametrization(space: Space, seed: int) -> ng.p.Dict:
-    """The Nevergrad parametrization of ``space``, seeded and flagged as noisy."""
+def parametrization(space: Space, seed: int) -> Any:
+    """The Nevergrad parametrization of ``space``, seeded.
+
+    Not flagged as noisy: with common random numbers a config's score is a deterministic function
+    of the config, and the flag made NGOpt pick noise-handling optimizers that barely move
+    (measured in benchmarks/optimizers.py; tested in test_search.py).
+    """
+    import nevergrad as ng
+
     param = ng.p.Dict(**{name: entry.parameter() for name, entry in space.items()})
-    param.function.deterministic = False
     param.random_state.seed(seed)
     return param
+
+
+def grid(space: Space) -> list[dict[str, Any]] | None:
+    """Every point of a space made only of choices, or ``None`` if it has a range."""
+    if not all(isinstance(entry, Choices) for entry in space.values()):
+        return None
+    return [dict(zip(space, values)) for values in itertools.product(*(e.points() for e in space.values()))]
+
+
+def grid_size(space: Space) -> int | None:
+    """How many points ``grid(space)`` has (``None`` with a range), without listing them."""
+    if not all(isinstance(entry, Choices) for entry in space.values()):
+        return None
+    return math.prod(len(entry.values) for entry in space.values())

@@ -1,18 +1,20 @@
-"""Stored configs and trial logs, every file written atomically (temp file, fsync, rename)."""
+"""Stored configs, trial logs and run states, every file written atomically (temp file, fsync, rename).
+
+Formats are ``records``'; this module only puts them on disk and reads them back.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from compiled_opt.engine.errors import UsageError
+from compiled_opt.engine.errors import UsageError, did_you_mean
+from compiled_opt.engine.records import SCHEMA_VERSION, RunState, StoredRecord, TrialRow, trial_schema
 
 BEST = "best"
 
@@ -40,8 +42,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.close(dir_fd)
 
 
-def write_json(path: Path, record: Mapping[str, Any]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n"))
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"not valid JSON ({exc})", str(path)) from None
 
 
 class ConfigStore:
@@ -53,40 +62,113 @@ class ConfigStore:
     def path(self, model: str, symbol: str) -> Path:
         return self.root / model / f"{symbol}.json"
 
-    def load(self, model: str, symbol: str) -> dict[str, Any] | None:
+    def load(self, model: str, symbol: str) -> StoredRecord | None:
         path = self.path(model, symbol)
-        if not path.exists():
+        if not path.is_file():
             return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"stored config is not valid JSON ({exc})", str(path)) from None
+        return StoredRecord.from_json(read_json(path), str(path))
 
-    def save(self, model: str, symbol: str, record: Mapping[str, Any]) -> None:
-        write_json(self.path(model, symbol), record)
+    def save(self, record: StoredRecord) -> None:
+        write_json(self.path(record.model, record.symbol), record.to_json())
 
-    def update_best(self, symbol: str, metric: str) -> dict[str, Any] | None:
+    def models(self) -> list[str]:
+        """Every model folder with stored configs."""
+        if not self.root.is_dir():
+            return []
+        return sorted(d.name for d in self.root.iterdir() if d.is_dir() and d.name != BEST)
+
+    def symbols(self, model: str) -> list[str]:
+        return sorted(p.stem for p in (self.root / model).glob("*.json"))
+
+    def update_best(self, symbol: str, metric: str) -> StoredRecord | None:
         """Point ``best/<SYMBOL>.json`` at the stored model with the lowest validation ``metric``."""
-        records = [r for d in sorted(self.root.iterdir()) if d.is_dir() and d.name != BEST
-                   for r in [self.load(d.name, symbol)] if r is not None]
+        records = [r for m in self.models() for r in [self.load(m, symbol)] if r is not None]
         if not records:
             return None
-        best = min(records, key=lambda r: r["validation"][metric])
-        record = {**best, "selected_from": {r["model"]: r["validation"][metric] for r in records},
-                  "selection_metric": metric}
-        if self.load(BEST, symbol) != record:
-            self.save(BEST, symbol, record)
-        return record
+        best = min(records, key=lambda r: getattr(r.validation, metric))
+        chosen = dataclasses.replace(best, selected_from={r.model: getattr(r.validation, metric) for r in records},
+                                     selection_metric=metric)
+        current = self.path(BEST, symbol)
+        if not current.is_file() or read_json(current) != json.loads(json.dumps(chosen.to_json())):
+            write_json(current, chosen.to_json())
+        return chosen
 
 
 class TrialLog:
-    """``<runs>/<run-id>/trials.parquet``, rewritten atomically after every batch of trials."""
+    """``<run>/trials/``: one Parquet part file per finished batch, never rewritten; read back as one table."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.rows: list[dict[str, Any]] = []
+    def __init__(self, run_dir: Path):
+        self.directory = Path(run_dir) / "trials"
 
-    def extend(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend(rows)
-        table = pa.Table.from_pylist(self.rows)
-        atomic_write(self.path, lambda tmp: pq.write_table(table, tmp))
+    def append(self, job: str, stage: str, batch: int, rows: Iterable[TrialRow]) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist([dataclasses.asdict(r) for r in rows], schema=trial_schema())
+        path = self.directory / f"{job.replace('/', '--')}--{stage}--{batch:05d}.parquet"
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        return path
+
+
+def read_trials(run_dir: Path) -> list[TrialRow]:
+    """Every trial row logged in ``run_dir``, in job, stage and trial order: the one reader of trial logs."""
+    import pyarrow.dataset as ds
+
+    directory = Path(run_dir) / "trials"
+    files = sorted(str(p) for p in directory.glob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        return []
+    rows = ds.dataset(files, schema=trial_schema(), format="parquet").to_table().to_pylist()
+    for row in rows:
+        if row["schema_version"] != SCHEMA_VERSION:
+            raise UsageError(f"trial log schema_version {row['schema_version']} is not one this compiled-opt reads",
+                             str(directory))
+    order = {"pooled": 0, "search": 1}
+    return sorted((TrialRow(**r) for r in rows), key=lambda r: (r.job, order.get(r.stage, 2), r.trial))
+
+
+class RunDir:
+    """``<runs>/<id>/``: ``run.json`` (the run state), ``trials/`` and ``errors.log``."""
+
+    def __init__(self, runs: Path, run_id: str):
+        self.path = Path(runs) / run_id
+        self.run_id = run_id
+        self.trials = TrialLog(self.path)
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def errors_path(self) -> Path:
+        return self.path / "errors.log"
+
+    def save_state(self, state: RunState) -> None:
+        write_json(self.state_path, state.to_json())
+
+    def load_state(self) -> RunState:
+        if not self.state_path.is_file():
+            raise UsageError("no run.json: not a run folder, or the run never started", str(self.path))
+        return RunState.from_json(read_json(self.state_path), str(self.state_path))
+
+    def log_error(self, heading: str, text: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.errors_path, "a") as fh:
+            fh.write(f"=== {heading}\n{text.rstrip()}\n\n")
+
+
+def run_ids(runs: Path) -> list[str]:
+    """Run folders under ``runs``, oldest first (run ids sort by time)."""
+    runs = Path(runs)
+    return sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file()) if runs.is_dir() else []
+
+
+def find_run(runs: Path, which: str, where: str) -> RunDir:
+    """The run ``which`` (an id, or ``latest``) under ``runs``."""
+    ids = run_ids(runs)
+    if not ids:
+        raise UsageError(f"no runs in {runs}", where)
+    run_id = ids[-1] if which == "latest" else which
+    if run_id not in ids:
+        raise UsageError(f"no run {which!r} in {runs}; {did_you_mean(which, ids[-5:])}", where)
+    return RunDir(runs, run_id)

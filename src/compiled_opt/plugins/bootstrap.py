@@ -29,8 +29,10 @@ class BootstrapBackend(ModelBackend):
     }
     encode_keys = ("lookback",)
     context_param = "lookback"
+    samples_param = "num_samples"
 
-    def check(self, params: Mapping[str, Any]) -> None:
+    @classmethod
+    def check(cls, params: Mapping[str, Any]) -> None:
         if int(params["lookback"]) < 2:
             raise ValueError("lookback: must be at least 2")
         if float(params["vol_scale"]) <= 0:
@@ -38,7 +40,8 @@ class BootstrapBackend(ModelBackend):
         if int(params["num_samples"]) < 1:
             raise ValueError("num_samples: must be at least 1")
 
-    def context_length(self, params: Mapping[str, Any]) -> int:
+    @classmethod
+    def context_length(cls, params: Mapping[str, Any]) -> int:
         return int(params["lookback"]) + 1
 
     def encode(self, batch: WindowBatch, params: Mapping[str, Any]) -> dict[str, torch.Tensor]:

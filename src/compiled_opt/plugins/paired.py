@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as st
 
-from compiled_opt.engine.acceptance import Decision, Policy, improvement_text
+from compiled_opt.engine.acceptance import Decision, Policy, improvement_text, mc_standard_error, paired_differences
 from compiled_opt.engine.evaluate import Evaluation
 from compiled_opt.engine.hookspecs import Register, hookimpl
 
@@ -39,25 +39,12 @@ class Test:
     name: str
 
 
-def differences(challenger: Evaluation, incumbent: Evaluation) -> np.ndarray:
-    """``incumbent.errors - challenger.errors``, ``[runs, windows]``; an exact side is broadcast over runs."""
-    if challenger.window_rows != incumbent.window_rows:
-        raise ValueError("challenger and incumbent were scored on different windows; they cannot be paired")
-    a, b = incumbent.errors, challenger.errors
-    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
-        raise ValueError(f"cannot pair {b.shape[0]} challenger runs with {a.shape[0]} incumbent runs")
-    return a - b
-
-
 def runs_test(d: np.ndarray) -> Test | None:
     """Monte Carlo test: per-window variances over runs, pooled; ``None`` with fewer than 2 runs."""
-    runs, width = d.shape
-    if runs < 2:
+    mc = mc_standard_error(d)
+    if mc is None:
         return None
-    var_w = d.var(axis=0, ddof=1)
-    total = var_w.sum()
-    df = total**2 / ((var_w**2).sum() / (runs - 1)) if total > 0 else float(width * (runs - 1))
-    return Test(float(d.mean()), float(np.sqrt(total / (runs * width**2))), float(df),
+    return Test(float(d.mean()), mc[0], mc[1],
                 "one-sided paired t-test over runs (per-window variances pooled, Welch-Satterthwaite df)")
 
 
@@ -87,7 +74,7 @@ class Paired(Policy):
         self.scope, self.alpha, self.min_effect, self.confirm = scope, alpha, min_effect, bool(confirm)
 
     def decide(self, challenger: Evaluation, incumbent: Evaluation) -> Decision:
-        d = differences(challenger, incumbent)
+        d = paired_differences(challenger, incumbent)
         margin = self.min_effect * incumbent.mean
         runs_t, windows_t = runs_test(d), windows_test(d)
         stats = {

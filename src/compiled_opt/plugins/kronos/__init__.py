@@ -3,7 +3,7 @@
 Built on the modules and weights of ``kronos-finance`` (import ``kronos_finance._vendor.kronos_model``).
 Inputs are prepared as ``KronosPredictor`` prepares them; the forward is split into a cached
 ``encode`` (one pass over all windows) and a ``sample`` that draws every run's samples for the
-new token only (``kronos_stages``). Horizon 1 only.
+new token only (``stages``). Horizon 1 only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from compiled_opt.engine.backend import FEATURES, ModelBackend, Runtime, WindowB
 from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.hookspecs import Register, hookimpl
 from compiled_opt.engine.randomness import Draws
-from compiled_opt.plugins import kronos_stages as stages
+from compiled_opt.plugins.kronos import stages
 from compiled_opt.plugins.aggregators import builtin_aggregators
 
 INSTALL_HINT = "pip install 'compiled-opt[kronos]'"
@@ -170,6 +170,8 @@ class KronosBackend(ModelBackend):
     }
     encode_keys = ("max_context", "clip")
     context_param = "max_context"
+    samples_param = "sample_count"
+    max_horizon = 1
 
     def __init__(self, runtime: Runtime, model: str = "NeoQuasar/Kronos-small",
                  tokenizer: str = "NeoQuasar/Kronos-Tokenizer-base"):
@@ -184,7 +186,8 @@ class KronosBackend(ModelBackend):
         self.s2_logits = runtime.maybe_compile(stages.S2Logits(self.model))
         self.decoder_step = runtime.maybe_compile(stages.DecoderStep(self.tokenizer))
 
-    def check(self, params: Mapping[str, Any]) -> None:
+    @classmethod
+    def check(cls, params: Mapping[str, Any]) -> None:
         if not float(params["temperature"]) > 0:
             raise ValueError("temperature: must be > 0")
         if not 0 < float(params["top_p"]) <= 1:
@@ -198,7 +201,8 @@ class KronosBackend(ModelBackend):
         if not float(params["clip"]) > 0:
             raise ValueError("clip: must be > 0")
 
-    def context_length(self, params: Mapping[str, Any]) -> int:
+    @classmethod
+    def context_length(cls, params: Mapping[str, Any]) -> int:
         return int(params["max_context"])
 
     def _precision(self) -> Any:

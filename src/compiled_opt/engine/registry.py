@@ -1,4 +1,4 @@
-"""Loading plugins: a pluggy manager made on demand and the registries the hooks fill."""
+"""The plugin registry: a pluggy manager made on demand and the named registries its hooks fill."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from compiled_opt.engine import hookspecs
 from compiled_opt.engine.errors import UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "compiled_opt"
-KINDS = {"backends": "backend", "policies": "policy", "aggregators": "aggregator"}
+KINDS = {"backends": "backend", "policies": "policy", "aggregators": "aggregator", "executors": "executor"}
 
 
 def make_plugin_manager(extra: tuple[object, ...] = ()) -> pluggy.PluginManager:
@@ -58,11 +58,12 @@ class Registry:
 
 @dataclass
 class Plugins:
-    """Every registered backend, policy and aggregator."""
+    """Every registered backend, policy, aggregator and executor."""
 
     backends: Registry
     policies: Registry
     aggregators: Registry
+    executors: Registry
 
     @classmethod
     def load(cls, pm: pluggy.PluginManager | None = None) -> "Plugins":
@@ -83,13 +84,18 @@ def _describe(name: str, plugin: object, dist: Any) -> str:
     return f"{module} ({dist.metadata['name']} {dist.version}, entry point {name!r})"
 
 
-def build(factory: Any, options: Mapping[str, Any], where: str, *args: Any) -> Any:
-    """``factory(*args, **options)``, with unknown or missing options reported against ``where``."""
+def check_options(factory: Any, options: Mapping[str, Any], where: str, positional: int = 0) -> None:
+    """Unknown keyword ``options`` of ``factory`` (after ``positional`` arguments) as a ``UsageError``."""
     params = inspect.signature(factory).parameters
-    allowed = [n for n, p in list(params.items())[len(args):] if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
+    allowed = [n for n, p in list(params.items())[positional:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     for key in options:
         if key not in allowed:
             raise UsageError(f"unknown option {key!r}; {did_you_mean(key, allowed)}", f"{where}.{key}")
+
+
+def build(factory: Any, options: Mapping[str, Any], where: str, *args: Any) -> Any:
+    """``factory(*args, **options)``, with unknown or missing options reported against ``where``."""
+    check_options(factory, options, where, len(args))
     try:
         return factory(*args, **options)
     except UsageError as exc:

@@ -28,7 +28,7 @@ from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.hookspecs import Register, hookimpl
 from compiled_opt.engine.randomness import Draws
 from compiled_opt.plugins.aggregators import builtin_aggregators
-from compiled_opt.plugins.toto_distribution import StudentTMixture
+from compiled_opt.plugins.toto.distribution import StudentTMixture
 
 DEFAULT_CHECKPOINT = "Datadog/Toto-Open-Base-1.0"
 INSTALL = "pip install --no-deps toto-ts==0.2.0 && pip install 'compiled-opt[toto]'"
@@ -130,14 +130,18 @@ class TotoBackend(ModelBackend):
     }
     encode_keys = ("context_length",)
     context_param = "context_length"
+    samples_param = "num_samples"
+    max_horizon = 64  # one patch of Toto 1.0: longer horizons need autoregressive decoding
 
     def __init__(self, runtime: Runtime, checkpoint: str = DEFAULT_CHECKPOINT):
         super().__init__(runtime)
         self.model = load_model(checkpoint, runtime.device)
         self.patch_size = int(self.model.patch_embed.stride)
+        self.max_horizon = self.patch_size
         self._forward = runtime.maybe_compile(NextPatch(self.model).eval())
 
-    def check(self, params: Mapping[str, Any]) -> None:
+    @classmethod
+    def check(cls, params: Mapping[str, Any]) -> None:
         for key in ("num_samples", "context_length"):
             value = params[key]
             if isinstance(value, bool) or not isinstance(value, Real) or int(value) != value or value < 1:
@@ -145,7 +149,8 @@ class TotoBackend(ModelBackend):
         if params["sampling"] not in SAMPLING:
             raise ValueError(f"sampling: must be one of {', '.join(SAMPLING)}, not {params['sampling']!r}")
 
-    def context_length(self, params: Mapping[str, Any]) -> int:
+    @classmethod
+    def context_length(cls, params: Mapping[str, Any]) -> int:
         return int(params["context_length"])
 
     def encode(self, batch: WindowBatch, params: Mapping[str, Any]) -> StudentTMixture:

@@ -1,0 +1,334 @@
+"""A run: check every input, build the jobs, hand them to an executor, store what they find.
+
+The driver is the only writer: ``hyperparams/`` (stored configs) and ``runs/<id>/`` (``run.json``,
+``trials/``, ``errors.log``). Everything is checked before the first write, and a failing job is
+reported and logged while every other job still runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import compiled_opt
+from compiled_opt.engine.config import Config
+from compiled_opt.engine.console import Console, Outcome
+from compiled_opt.engine.data import Series, fingerprint, list_symbols, read_series, splits, symbol_path, windows
+from compiled_opt.engine.errors import UsageError, did_you_mean
+from compiled_opt.engine.executor import Event, Executor, JobDone
+from compiled_opt.engine.jobs import JobResult, JobSpec, SearchSpec, Seeds, TrialBatch, WorkerSetup, logged_trials
+from compiled_opt.engine.models import ModelSpec, make_model_spec
+from compiled_opt.engine.randomness import derive_seeds
+from compiled_opt.engine.records import JobState, Metrics, OutOfSample, RunState, StoredRecord, TrialRow
+from compiled_opt.engine.registry import Plugins, build
+from compiled_opt.engine.search import exhaustive_cost
+from compiled_opt.engine.store import ConfigStore, RunDir, find_run, read_trials
+
+STATE_SAVE_INTERVAL_S = 1.0
+
+
+def load_symbols(config: Config) -> list[Series]:
+    """Every configured symbol's data, read and checked before any work starts."""
+    directory = config.data.directory
+    available = list_symbols(directory)
+    wanted = available if config.data.symbols == "all" else config.data.symbols
+    if not wanted:
+        raise UsageError(f"no .parquet files in {directory} (convert CSVs with `compiled-opt data import`)",
+                         config.where("data.directory"))
+    for symbol in wanted:
+        if symbol not in available:
+            raise UsageError(f"unknown symbol {symbol!r}: no {symbol_path(directory, symbol)}; "
+                             f"{did_you_mean(symbol, available)}", config.where("data.symbols"))
+    return [read_series(symbol_path(directory, s), s) for s in wanted]
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+class Run:
+    """One ``compiled-opt run``: every check happens in the constructor, before anything is written."""
+
+    def __init__(self, config: Config, plugins: Plugins | None = None, console: Console | None = None,
+                 resume: str | None = None, debug: bool = False):
+        self.plugins = plugins or Plugins.load()
+        self.console = console or Console()
+        self.debug = debug
+        acc = config.acceptance
+        build(self.plugins.policies.get(acc.policy, config.where("acceptance.policy")), acc.options,
+              config.where("acceptance.options"))
+        self.executor_cls: type[Executor] = self.plugins.executors.get(config.runtime.executor,
+                                                                       config.where("runtime.executor"))
+        self.series = load_symbols(config)
+        self.models = {name: make_model_spec(mc, self.plugins, config) for name, mc in config.models.items()}
+        self.store = ConfigStore(config.output.directory)
+        self.state = self._resume_state(config, resume) if resume else None
+        self.config = config
+        self.run_dir = RunDir(config.output.runs, self.state.run_id if self.state else new_run_id())
+        self.references = self._check_inputs()
+        if self.state is None:
+            seed = config.search.seed if isinstance(config.search.seed, int) else secrets.randbits(31)
+            self.state = RunState(self.run_dir.run_id, dt.datetime.now(dt.timezone.utc).isoformat(),
+                                  config.snapshot(), config.fingerprint(), self._fingerprints(), seed,
+                                  engine_version=compiled_opt.__version__)
+        self._saved_at = 0.0
+        self.job_errors: dict[str, str] = {}
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def _fingerprints(self) -> dict[str, str]:
+        return {s.symbol: fingerprint(s.path) for s in self.series}
+
+    def _resume_state(self, config: Config, which: str) -> RunState:
+        run = find_run(config.output.runs, which, "--resume")
+        state = run.load_state()
+        if state.config_fingerprint != config.fingerprint():
+            raise UsageError(f"the config changed since run {state.run_id} started (file or flags); resume with the"
+                             " same config, or start a new run without --resume", "--resume")
+        changed = [s for s, f in self._fingerprints().items() if state.data.get(s) != f]
+        if changed or set(state.data) != {s.symbol for s in self.series}:
+            what = changed[0] if changed else "the symbol list"
+            raise UsageError(f"the data changed since run {state.run_id} started ({what}); start a new run",
+                             "--resume")
+        return state
+
+    def _check_inputs(self) -> dict[tuple[str, str], tuple[dict[str, Any], str, StoredRecord | None]]:
+        """Every symbol has the history for the longest context; every stored file reads. Returns each
+        job's reference: the stored config if it is comparable, else the model's defaults."""
+        d, references = self.config.data, {}
+        for series in self.series:
+            split = splits(len(series), d.val_window, d.test_window, d.horizon)
+            for model in self.models.values():
+                windows(series, split.validation, model.max_context(self.plugins.backends.get(model.backend)),
+                        d.horizon)
+                stored = self.store.load(model.name, series.symbol)
+                params = model.params(stored.config) if stored and stored.backend == model.backend else None
+                references[(series.symbol, model.name)] = ((params, "stored", stored) if params is not None
+                                                           else (model.defaults, "defaults", stored))
+        return references
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def _seeds(self, *key: str) -> Seeds:
+        e = self.config.evaluation
+        return Seeds(tuple(derive_seeds(e.seed, "search", e.eval_runs)),
+                     tuple(derive_seeds(e.seed, "decision", e.eval_runs, self.state.run_seed, *key)),
+                     tuple(derive_seeds(e.seed, "gate", e.eval_runs, self.state.run_seed, *key)))
+
+    def _search_spec(self, model: ModelSpec) -> SearchSpec:
+        s = self.config.search
+        cost = exhaustive_cost(model.space, self.plugins.backends.get(model.backend).samples_param
+                               if model.max_samples else None)
+        exhaustive = cost is not None and (s.exhaustive == "always" or (s.exhaustive == "auto" and cost <= s.trials))
+        if s.exhaustive == "always" and cost is None:
+            raise UsageError(f"model {model.name!r}: exhaustive search needs a space of choices only",
+                             self.config.where("search.exhaustive"))
+        return SearchSpec(s.optimizer, s.trials, s.batch, self.state.run_seed, exhaustive)
+
+    def _job(self, model: ModelSpec, series: Sequence[Series], stage: str, reference: dict[str, Any], kind: str,
+             pooled: dict[str, Any] | None, logged: list[TrialRow]) -> JobSpec:
+        d, cfg = self.config.data, self.config
+        cuts = [splits(len(s), d.val_window, d.test_window, d.horizon) for s in series]
+        job_id = f"{series[0].symbol}/{model.name}" if stage == "search" else f"pooled/{model.name}"
+        return JobSpec(
+            job_id=job_id, run_id=self.run_dir.run_id, model=model.name, stage=stage, series=tuple(series),
+            validation=tuple(c.validation for c in cuts), test=tuple(c.test for c in cuts), horizon=d.horizon,
+            metric=cfg.evaluation.metric, seeds=self._seeds(*job_id.split("/")), search=self._search_spec(model),
+            policy=cfg.acceptance.policy, policy_options=dict(cfg.acceptance.options), reference=reference,
+            reference_kind=kind, pooled=pooled, pooled_alpha=cfg.pooled.alpha,
+            replay=logged_trials([r for r in logged if r.job == job_id and r.stage == stage]),
+        )
+
+    def _finished(self, job_id: str) -> bool:
+        """Done in an earlier attempt at this run (resume): by the state, or by a record it stored."""
+        if self.state.jobs.get(job_id, JobState()).state == "done":
+            return True
+        symbol, model = job_id.split("/")
+        stored = self.references.get((symbol, model), (None, None, None))[2]
+        return stored is not None and stored.metadata.get("run_id") == self.run_dir.run_id
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def execute(self) -> list[Outcome]:
+        setup = WorkerSetup(self.models, self.config.runtime, str(self.config.path), self.config.data.horizon)
+        executor = self.executor_cls(setup, self.config)
+        executor.start()  # loads every model: missing weights stop the run here, before any write
+        logged = read_trials(self.run_dir.path)
+        self.outcomes: dict[str, Outcome] = {}
+        self.console.run_header(self.run_dir, self.config, executor.describe(), resumed=bool(self.state.jobs))
+        self._save_state(force=True)
+        try:
+            pooled = self._pooled_stage(executor, logged) if self.config.pooled.enabled else {}
+            jobs = []
+            for series in self.series:
+                for model in self.models.values():
+                    params, kind, _ = self.references[(series.symbol, model.name)]
+                    job = self._job(model, [series], "search", params, kind, pooled.get(model.name), logged)
+                    if self._finished(job.job_id):
+                        self.console.line(f"{job.job_id}: finished in an earlier attempt, skipped")
+                        continue
+                    self.state.jobs[job.job_id] = JobState(attempts=self.state.jobs.get(job.job_id, JobState()).attempts)
+                    jobs.append(job)
+            self.console.start_jobs(jobs)
+            self.jobs = {j.job_id: j for j in jobs}
+            executor.run(jobs, self._on_event)
+        finally:
+            executor.close()
+            self.console.stop_jobs()
+        for series in self.series:
+            self._update_best(series.symbol)
+        self._save_state(force=True)
+        outcomes = list(self.outcomes.values())
+        self.console.summary(outcomes, self.run_dir)
+        return outcomes
+
+    def _pooled_stage(self, executor: Executor, logged: list[TrialRow]) -> dict[str, dict[str, Any]]:
+        """One config per model, tuned on every symbol's validation windows together."""
+        pending = []
+        for model in self.models.values():
+            if model.name not in self.state.pooled:
+                pending.append(self._job(model, self.series, "pooled", model.defaults, "defaults", None, logged))
+        self.jobs = {j.job_id: j for j in pending}
+        self.console.start_jobs(pending)
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, TrialBatch):
+                return self._on_batch(event)
+            if event.result is None:
+                raise UsageError(f"the pooled stage of {event.job_id} failed: {event.error}")
+            result = event.result
+            chosen = result.challenger if result.decision.accept else self.models[result.job_id.split("/")[1]].defaults
+            self.state.pooled[result.job_id.split("/")[1]] = {"config": chosen, "accepted": result.decision.accept,
+                                                               "reason": result.decision.reason}
+            self.console.pooled_done(result, chosen)
+            self._save_state(force=True)
+
+        executor.run(pending, on_event)
+        self.console.stop_jobs()
+        return {name: p["config"] for name, p in self.state.pooled.items()}
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, TrialBatch):
+            self._on_batch(event)
+        else:
+            self._on_done(event)
+
+    def _on_batch(self, event: TrialBatch) -> None:
+        try:
+            self.run_dir.trials.append(event.job_id, event.stage, event.batch, event.rows)
+            for text in event.tracebacks:
+                self.run_dir.log_error(f"{event.job_id}: a failed trial", text)
+        except OSError as exc:
+            self.job_errors.setdefault(event.job_id, f"cannot write the trial log: {exc}")
+        self.console.batch(event)
+
+    def _on_done(self, event: JobDone) -> None:
+        job = self.jobs[event.job_id]
+        state = self.state.jobs.setdefault(job.job_id, JobState())
+        state.attempts += event.attempts
+        error, trace = event.error or self.job_errors.get(job.job_id, ""), event.traceback
+        outcome = None
+        if not error:
+            try:
+                outcome = self._store(job, event.result)
+            except Exception as exc:  # e.g. an output folder that cannot be written
+                error, trace = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        if error:
+            state.state, state.error, state.status = "failed", error, "failed"
+            outcome = Outcome(job.symbol, job.model, "failed", detail=error)
+            self._log_failure(job.job_id, error, trace)
+        else:
+            state.state, state.status = "done", outcome.status
+        self.outcomes[job.job_id] = outcome
+        self.console.job_done(job, event.result, outcome, error, trace if self.debug else "")
+        self._save_state()
+
+    def _log_failure(self, job_id: str, error: str, trace: str) -> None:
+        try:
+            self.run_dir.log_error(job_id, trace or error)
+        except OSError as exc:
+            self.console.line(f"{job_id}: cannot write {self.run_dir.errors_path}: {exc}")
+
+    def _save_state(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._saved_at >= STATE_SAVE_INTERVAL_S:
+            try:
+                self.run_dir.save_state(self.state)
+                self._saved_at = now
+            except OSError as exc:
+                self.console.line(f"cannot write {self.run_dir.state_path}: {exc}")
+
+    def _update_best(self, symbol: str) -> None:
+        try:
+            self.store.update_best(symbol, self.config.evaluation.metric)
+        except OSError as exc:
+            self.console.line(f"{symbol}: cannot update best/: {exc}")
+
+    # --- records --------------------------------------------------------------------------------
+
+    def _store(self, job: JobSpec, result: JobResult) -> Outcome:
+        """Write the job's record when it changes anything, and say what happened."""
+        forced = self.config.force and not result.decision.accept
+        accept = result.decision.accept or forced
+        which = "challenger" if accept else "reference"
+        kept = result.challenger if accept else job.reference
+        oos = OutOfSample.of(result.test[which], result.test["defaults"])
+        stored = self.references[(job.symbol, job.model)][2]
+        if accept:
+            is_pooled = job.pooled is not None and result.challenger == job.pooled
+            status = "forced" if forced else "pooled" if is_pooled else "tuned"
+            shown = {"forced": "forced", "pooled": "pooled"}.get(status, "improved" if job.reference_kind == "stored"
+                                                                 else "new")
+        elif job.reference_kind == "defaults":
+            status = shown = "kept defaults"
+        else:
+            status, shown = "", "no improvement"
+        if status:
+            self.store.save(self._record(job, result, status, kept, which, oos, stored))
+            self._update_best(job.symbol)
+        return Outcome(job.symbol, job.model, shown, result.challenger_val.mean, result.reference_val.mean,
+                       test_mae=oos.config_mae, test_change=oos.change, test_se=oos.se / oos.defaults_mae,
+                       skill=oos.skill, below_resolution=bool(result.decision.stats.get("below_resolution")),
+                       detail=result.decision.reason)
+
+    def _record(self, job: JobSpec, result: JobResult, status: str, config: dict[str, Any], which: str,
+                oos: OutOfSample, stored: StoredRecord | None) -> StoredRecord:
+        cfg, d = self.config, self.config.data
+        val = result.challenger_val if which == "challenger" else result.reference_val
+        decision = result.decision
+        series = job.series[0]
+        return StoredRecord(
+            symbol=job.symbol, model=job.model, backend=self.models[job.model].backend, status=status,
+            config=config, validation=Metrics.of(val), test=Metrics.of(result.test[which]), out_of_sample=oos,
+            windows={"val_window": d.val_window, "test_window": d.test_window, "forecast_horizon": d.horizon,
+                     "validation_rows": [job.validation[0].start, job.validation[0].stop - 1],
+                     "test_rows": [job.test[0].start, job.test[0].stop - 1]},
+            eval_runs=cfg.evaluation.eval_runs,
+            seeds={"search": list(job.seeds.search), "decision": list(job.seeds.decision), "run_seed": self.state.run_seed},
+            decision={"accepted": decision.accept, "forced": status == "forced", "reason": decision.reason,
+                      "policy": cfg.acceptance.policy, "options": cfg.acceptance.options, "stats": decision.stats,
+                      "below_resolution": bool(decision.stats.get("below_resolution")), "pooled_gate": result.gate},
+            previous={"config": job.reference if job.reference_kind == "stored" else None,
+                      "kind": job.reference_kind,
+                      "stored_validation_mae": stored.validation.mae if stored else None,
+                      "rescored_validation": dataclasses.asdict(Metrics.of(result.reference_val))},
+            search={"method": result.method, "trials": result.trials, "failed": result.failed, "cached": result.cached,
+                    "incumbent_suggested": result.incumbent_suggested, "pooled_config": job.pooled,
+                    "challenger": result.challenger},
+            metadata=self._metadata(series, job, stored),
+        )
+
+    def _metadata(self, series: Series, job: JobSpec, stored: StoredRecord | None) -> dict[str, Any]:
+        rt = self.config.runtime
+        return {"engine_version": compiled_opt.__version__, "run_id": self.run_dir.run_id,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "previous_mae": stored.validation.mae if stored else None,
+                "generation": (stored.generation if stored else 0) + 1,
+                "compiled": rt.compile != "none", "compile_mode": rt.compile, "device": rt.device, "dtype": rt.dtype,
+                "optimizer": self.config.search.optimizer, "metric": self.config.evaluation.metric,
+                "data_file": str(series.path), "data_rows": len(series), "last_timestamp": int(series.time[-1])}

@@ -1,0 +1,129 @@
+"""``ray``: jobs on Ray actors, across the GPUs of one machine or the nodes of a cluster.
+
+One actor per worker slot: ``runtime.gpus_per_worker`` GPUs each (fractional: several actors share
+a GPU) when the runtime uses CUDA, else one CPU each. ``runtime.workers`` (0: as many as the
+cluster's GPUs, or CPUs, allow). Each actor loads every model once and runs many jobs. Finished
+trial batches stream back through a Ray queue, so the driver's progress and trial log stay live.
+An actor killed mid-job is restarted by Ray; its job goes to the next free actor, which replays the
+batches already streamed (the optimizer asks the same candidates again) and carries on, up to
+``ray.max_retries`` times. ``ray.address`` (or ``--ray-address``) joins a running cluster; empty
+starts a local Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from compiled_opt.engine.errors import UsageError
+from compiled_opt.engine.executor import Executor, JobDone, OnEvent, run_job
+from compiled_opt.engine.jobs import JobSpec, TrialBatch, Worker, WorkerSetup, logged_trials
+from compiled_opt.engine.records import TrialRow
+
+POLL_S = 0.02
+INSTALL = "pip install 'compiled-opt[ray]'"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise UsageError(f"the ray executor needs Ray: {INSTALL}", "runtime.executor") from exc
+    return ray
+
+
+class _Actor:
+    """The body of a Ray actor: a ``Worker`` whose batches go to the driver's queue."""
+
+    def __init__(self, setup: WorkerSetup, queue: Any):
+        self.worker = Worker(setup)
+        self.queue = queue
+
+    def ready(self) -> str:
+        return self.worker.runtime.device
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def run(self, job: JobSpec) -> JobDone:
+        return run_job(self.worker, job, self.queue.put)
+
+
+class RayExecutor(Executor):
+    """See the module docstring."""
+
+    def start(self) -> None:
+        ray = _ray()
+        from ray.util.queue import Queue
+
+        rt, address = self.setup.runtime, self.config.ray.address
+        if not ray.is_initialized():
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, **({} if address else {"num_cpus": None}))
+        resources = ray.cluster_resources()
+        gpu = rt.device == "cuda" or (rt.device == "auto" and resources.get("GPU", 0) > 0)
+        per = {"num_gpus": rt.gpus_per_worker, "num_cpus": 1} if gpu else {"num_cpus": 1}
+        slots = int(resources.get("GPU", 0) / rt.gpus_per_worker) if gpu else int(resources.get("CPU", 1))
+        count = rt.workers or max(slots, 1)
+        self.queue = Queue()
+        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(_Actor)
+        self.actors = [actor_cls.options(**per).remote(self.setup, self.queue) for _ in range(count)]
+        try:
+            self.devices = ray.get([a.ready.remote() for a in self.actors])
+        except ray.exceptions.RayTaskError as exc:  # e.g. missing weights: the worker's one-line error
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), UsageError) else None
+            raise (cause or UsageError(f"a Ray worker failed to start: {exc}")) from None
+        self.gpu = gpu
+
+    def describe(self) -> str:
+        return f"ray ({len(self.actors)} workers on {self.devices[0]}{' (shared GPUs)' if self.gpu and self.setup.runtime.gpus_per_worker < 1 else ''})"
+
+    def pids(self) -> list[int]:
+        """The actors' process ids (for tests that kill one)."""
+        return _ray().get([a.pid.remote() for a in self.actors])
+
+    def run(self, jobs: Sequence[JobSpec], on_event: OnEvent) -> None:
+        ray = _ray()
+        pending = deque((job, 1) for job in jobs)
+        running: dict[Any, tuple[Any, JobSpec, int]] = {}
+        free = list(self.actors)
+        streamed: dict[str, list[TrialRow]] = {}
+
+        def drain() -> None:
+            for batch in self.queue.get_nowait_batch(self.queue.qsize()):
+                streamed.setdefault(batch.job_id, []).extend(batch.rows)
+                on_event(batch)
+
+        while pending or running:
+            while free and pending:
+                job, attempt = pending.popleft()
+                actor = free.pop(0)
+                running[actor.run.remote(job)] = (actor, job, attempt)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+            drain()
+            for ref in ready:
+                actor, job, attempt = running.pop(ref)
+                free.append(actor)
+                try:
+                    done = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                    drain()
+                    if attempt <= self.config.ray.max_retries:
+                        rows = [r for r in streamed.get(job.job_id, []) if r.stage == job.stage]
+                        pending.appendleft((dataclasses.replace(job, replay=job.replay + logged_trials(rows)),
+                                            attempt + 1))
+                        continue
+                    done = JobDone(job.job_id, None, f"its Ray worker died {attempt} times ({type(exc).__name__})")
+                drain()
+                on_event(dataclasses.replace(done, attempts=attempt))
+
+    def close(self) -> None:
+        ray = _ray()
+        for actor in getattr(self, "actors", []):
+            ray.kill(actor)
+        if ray.is_initialized() and not self.config.ray.address:
+            ray.shutdown()
