@@ -50,3 +50,59 @@ runs = "{directory / 'runs'}"
 {models}
 """)
     return path
+
+
+FAULTY_PLUGIN = '''
+"""Backends that fail on purpose, for failure-injection tests."""
+from compiled_opt.api import hookimpl
+from compiled_opt.plugins.bootstrap import BootstrapBackend
+
+
+class Faulty(BootstrapBackend):
+    """bootstrap that raises in encode or in sample for the listed symbols."""
+
+    def __init__(self, runtime, fail_encode=(), fail_sample=()):
+        super().__init__(runtime)
+        self.fail_encode, self.fail_sample = set(fail_encode), set(fail_sample)
+
+    def encode(self, batch, params):
+        if batch.symbol in self.fail_encode:
+            raise RuntimeError(f"encode failed for {batch.symbol}")
+        return batch.symbol, super().encode(batch, params)
+
+    def sample(self, state, params, draws):
+        symbol, inner = state
+        if symbol in self.fail_sample:
+            raise FloatingPointError(f"sample failed for {symbol}")
+        return super().sample(inner, params, draws)
+
+
+class OneStep(BootstrapBackend):
+    max_horizon = 1
+
+
+@hookimpl
+def compiled_opt_register_backends(register):
+    register("faulty", Faulty)
+    register("one_step", OneStep)
+'''
+
+
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> None:
+    """``source`` as module ``name`` of a fake installed distribution with a ``compiled_opt`` entry point."""
+    import importlib
+    import sys
+
+    (tmp_path / f"{name}.py").write_text(source)
+    dist = tmp_path / f"{name}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[compiled_opt]\n{name} = {name}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+@pytest.fixture
+def faulty_plugin(tmp_path_factory, monkeypatch):
+    install_plugin(tmp_path_factory.mktemp("plugin"), monkeypatch, "faulty_plugin", FAULTY_PLUGIN)

@@ -1,19 +1,19 @@
-"""End to end through the CLI: stored files, decisions, summaries, exit codes, bad input writes nothing."""
+"""End to end through the CLI: stored files, decisions, summaries, exit codes; bad input writes nothing;
+failures of one job leave the others, the summary and every other stored file intact."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from compiled_opt.engine.cli import main
+from compiled_opt.engine.store import read_trials
 
 from conftest import write_config
 
@@ -25,47 +25,60 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+def record(tmp_path: Path, symbol: str, model: str = "bootstrap") -> dict:
+    return json.loads((tmp_path / "hyperparams" / model / f"{symbol}.json").read_text())
+
+
 def test_run_stores_configs_and_then_judges_the_incumbent(tmp_path, market_dir, capsys):
     config = write_config(tmp_path, market_dir)
     assert main(["run", str(config)]) == 0
     out = capsys.readouterr().out
     assert "Eval runs per config: 3 (Monte Carlo standard error 42% lower than one run" in out
-    assert "UPDATING config: no stored config" in out and "new: 2" in out
-    record = json.loads((tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_text())
-    assert set(record) >= {"symbol", "model", "config", "validation", "test", "windows", "eval_runs", "seeds",
-                           "decision", "previous", "metadata"}
-    assert len(record["validation"]["per_run"]) == 3 and record["validation"]["num_predictions"] == 90
-    assert record["windows"] == {"val_window": 30, "test_window": 20, "forecast_horizon": 1,
-                                 "validation_rows": record["windows"]["validation_rows"],
-                                 "test_rows": record["windows"]["test_rows"]}
-    assert record["metadata"]["engine_version"] and record["metadata"]["previous_mae"] is None
-    best = json.loads((tmp_path / "hyperparams" / "best" / "APP.json").read_text())
-    assert best["model"] == "bootstrap" and best["selected_from"] == {"bootstrap": record["validation"]["pct_return_mae"]}
-    trials = pq.read_table(next((tmp_path / "runs").glob("*/trials.parquet"))).to_pylist()
-    assert len(trials) == 16 and {t["symbol"] for t in trials} == {"APP", "NU"}
+    assert "Reference: model defaults" in out and out.count("Reference : MAE") == 2
+    run_id = next((tmp_path / "runs").iterdir()).name
+    assert f"Run {run_id}" in out and str(tmp_path / "runs" / run_id) in out  # the run id and paths are printed
+    rec = record(tmp_path, "APP")
+    assert rec["schema_version"] == 2 and rec["status"] in ("tuned", "kept defaults")
+    assert len(rec["validation"]["per_run"]) == 3 and rec["validation"]["num_predictions"] == 90
+    assert rec["validation"]["skill"] == pytest.approx(1 - rec["validation"]["pct_return_mae"] / rec["validation"]["naive_mae"])
+    oos = rec["out_of_sample"]
+    assert oos["windows"] == 20 and oos["change"] == pytest.approx(oos["config_mae"] / oos["defaults_mae"] - 1)
+    assert rec["windows"]["val_window"] == 30 and rec["metadata"]["generation"] == 1
+    assert rec["previous"]["kind"] == "defaults" and rec["metadata"]["previous_mae"] is None
+    best = record(tmp_path, "APP", "best")
+    assert best["model"] == "bootstrap" and best["selected_from"] == {"bootstrap": rec["validation"]["pct_return_mae"]}
+    trials = read_trials(tmp_path / "runs" / run_id)
+    assert len(trials) == 16 and {t.symbol for t in trials} == {"APP", "NU"}
+    assert "test MAE vs defaults: better on" in out and " of 2 symbols, mean change " in out
 
-    # second run: the stored config is the incumbent, re-scored on the same seeds
+    # second run: the stored config is the reference, re-scored on the same windows and seeds
     assert main(["run", str(config), "--symbols", "APP", "--trials", "4"]) == 0
     out = capsys.readouterr().out
-    assert "Incumbent : MAE" in out
-    assert ("UPDATING config: Improvement:" in out) or ("NOT updating config:" in out)
+    assert "Reference: stored config" in out and "Reference : MAE" in out
+    summary = out[out.index("Symbol"):]
+    assert "APP" in summary and " of 1 symbols" in summary
+    kept = "no improvement" in summary
+    assert kept == ("NOT updating config" in out)
+    if kept:  # a kept config's test MAE and skill are in the summary all the same
+        row = next(line for line in summary.splitlines() if line.startswith("APP"))
+        assert row.count("-") < 6 and "%" in row
 
 
-def test_force_and_thresholds(tmp_path, market_dir, capsys):
-    extra = '[acceptance]\npolicy = "relative_threshold"\noptions = { threshold = 0.5 }\n'
+def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, capsys):
+    """A first run passes the policy like any other: rejected, the defaults are stored as kept defaults."""
+    extra = '[acceptance]\npolicy = "relative_threshold"\noptions = { threshold = 0.9 }\n'
     config = write_config(tmp_path, market_dir, trials=4, extra=extra)
     assert main(["run", str(config), "--symbols", "APP"]) == 0
-    before = (tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_bytes()
-    capsys.readouterr()
-    assert main(["run", str(config), "--symbols", "APP"]) == 0
     out = capsys.readouterr().out
-    assert "NOT updating config: Insufficient improvement" in out and "no improvement: 1" in out
-    assert (tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_bytes() == before
+    assert "NOT updating config: Insufficient improvement" in out and "kept defaults: 1" in out
+    rec = record(tmp_path, "APP")
+    assert rec["status"] == "kept defaults" and rec["config"] == {"lookback": 60, "vol_scale": 1.0, "num_samples": 64,
+                                                                   "aggregate": "median"}
+    assert rec["out_of_sample"]["change"] == 0.0  # the defaults against themselves
     assert main(["run", str(config), "--symbols", "APP", "--force"]) == 0
-    out = capsys.readouterr().out
-    assert "UPDATING config: forced (--force)" in out and "forced: 1" in out
-    record = json.loads((tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_text())
-    assert record["decision"]["forced"] is True
+    assert "UPDATING config: forced (--force)" in capsys.readouterr().out
+    rec = record(tmp_path, "APP")
+    assert rec["status"] == "forced" and rec["decision"]["forced"] is True and rec["metadata"]["generation"] == 2
 
 
 @pytest.mark.parametrize("edit, where", [
@@ -78,17 +91,48 @@ def test_force_and_thresholds(tmp_path, market_dir, capsys):
     (lambda c: c.replace("num_samples = 64 }", "num_samples = 64, lookback = 20 }"), "models.bootstrap.fixed.lookback"),
     (lambda c: c + '[acceptance]\npolicy = "paranoid"\n', "acceptance.policy"),
     (lambda c: c.replace("batch = 4", "batch = -1"), "search.batch"),
+    (lambda c: c.replace("[search]", "[runtime]\nexecutor = \"dask\"\n[search]"), "runtime.executor"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, market_dir, capsys, edit, where):
     config = write_config(tmp_path, market_dir, trials=4)
     assert main(["run", str(config), "--symbols", "APP"]) == 0
-    before = snapshot(tmp_path / "hyperparams")
-    runs_before = snapshot(tmp_path / "runs")
+    before, runs_before = snapshot(tmp_path / "hyperparams"), snapshot(tmp_path / "runs")
     capsys.readouterr()
     config.write_text(edit(config.read_text()))
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ") and where in err
+    assert snapshot(tmp_path / "hyperparams") == before and snapshot(tmp_path / "runs") == runs_before
+
+
+def test_a_horizon_a_model_cannot_serve_is_refused_before_any_work(tmp_path, market_dir, capsys, faulty_plugin):
+    models = '[models.bootstrap]\nbackend = "bootstrap"\n[models.short]\nbackend = "one_step"\n'
+    config = write_config(tmp_path, market_dir, trials=4, models=models)
+    config.write_text(config.read_text().replace("[data]", "[data]\nhorizon = 2"))
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {config}: data.horizon: backend 'one_step' (model 'short') forecasts at most 1 step(s)"
+                   " ahead, not 2")
+    assert not (tmp_path / "hyperparams").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--trials", "0"], "--trials must be at least 1, not 0"),
+    (["--eval-runs", "0"], "--eval-runs must be at least 1, not 0"),
+    (["--eval-runs", "-1"], "--eval-runs must be at least 1, not -1"),
+    (["--symbols", "FOO"], "--symbols: unknown symbol 'FOO'"),
+    (["--model", "toto"], "--model: unknown model 'toto'"),
+    (["--executor", "dask"], "--executor: unknown executor 'dask'"),
+    (["--resume", "nope"], "--resume: no run 'nope'"),
+])
+def test_bad_flags_are_named_and_write_nothing(tmp_path, market_dir, capsys, flags, words):
+    config = write_config(tmp_path, market_dir, trials=4)
+    assert main(["run", str(config), "--symbols", "APP"]) == 0
+    before, runs_before = snapshot(tmp_path / "hyperparams"), snapshot(tmp_path / "runs")
+    capsys.readouterr()
+    assert main(["run", str(config), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and words in err and "compiled_opt.toml" not in err
     assert snapshot(tmp_path / "hyperparams") == before and snapshot(tmp_path / "runs") == runs_before
 
 
@@ -102,60 +146,155 @@ def test_bad_data_file_is_rejected_before_any_write(tmp_path, market_dir, capsys
     config = write_config(tmp_path, data, trials=4)
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "NU.parquet: row 100: close: non-positive price -1.0" in err
-    assert not (tmp_path / "hyperparams").exists()
+    assert "NU.parquet: data row 100: close: non-positive price -1.0" in err
+    assert not (tmp_path / "hyperparams").exists() and not (tmp_path / "runs").exists()
 
 
-def test_console_script_exit_code_for_malformed_toml(tmp_path):
+def test_console_script_exit_codes_and_one_line_errors(tmp_path):
     bad = tmp_path / "c.toml"
     bad.write_text("[search\n")
     proc = subprocess.run([CLI, "run", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"error: {bad}: malformed TOML") and proc.stderr.strip().count("\n") == 0
+    version = subprocess.run([CLI, "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("compiled-opt 0.")
+    helptext = subprocess.run([CLI, "--help"], capture_output=True, text=True).stdout
+    assert "``" not in helptext and "Exit codes" in helptext
 
 
-def latest_write(directory: Path) -> int:
-    return max((p.stat().st_mtime_ns for p in directory.rglob("*.json")), default=0)
+def test_plugins_piped_into_head_ends_quietly():
+    proc = subprocess.run(f"{CLI} plugins | head -2", shell=True, capture_output=True, text=True)
+    assert proc.stdout.count("\n") == 2 and proc.stderr == ""
 
 
-def test_killed_run_leaves_every_stored_file_old_or_new(tmp_path, market_dir):
-    """SIGKILL runs right after they start storing: each config is a whole old or new version."""
-    config = write_config(tmp_path, market_dir, trials=6)
-    config.write_text(config.read_text().replace('symbols = ["APP", "NU"]', 'symbols = "all"'))
+# --- failures of one job ---------------------------------------------------------------------------
+
+
+FAULTY = '[models.bootstrap]\nbackend = "faulty"\noptions = {{ {options} }}\nfixed = {{ num_samples = 32 }}\n' \
+         'space = {{ lookback = {{ int = [10, 40] }}, aggregate = {{ choice = ["mean", "median"] }} }}\n'
+
+
+def run_twice_with_fault(tmp_path, market_dir, capsys, options: str, *flags: str):
+    """A clean run (stores every symbol), then a forced run where ``options`` makes NU fail."""
+    config = write_config(tmp_path, market_dir, trials=8, models=FAULTY.format(options=""))
+    config.write_text(config.read_text().replace('symbols = ["APP", "NU"]', 'symbols = ["APP", "NU", "ARM"]'))
     assert main(["run", str(config)]) == 0
-    store = tmp_path / "hyperparams"
-    names = set(snapshot(store))
-    killed = 0
-    for delay in (0.0, 0.02, 0.05, 0.1):
-        before = latest_write(store)
-        proc = subprocess.Popen([CLI, "run", str(config), "--force"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        while proc.poll() is None and latest_write(store) == before:
-            time.sleep(0.002)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        killed += proc.wait() == -signal.SIGKILL
-        now = snapshot(store)
-        for name, content in now.items():
-            if name.endswith(".tmp"):
-                continue  # an interrupted write's temp file, never read as a config
-            record = json.loads(content)
-            assert record["symbol"] == Path(name).stem and set(record) >= {"config", "validation", "test"}
-        assert {n for n in now if not n.endswith(".tmp")} == names
-        for trials in (tmp_path / "runs").glob("*/trials.parquet"):
-            pq.read_table(trials)
-    assert killed >= 2
+    before = snapshot(tmp_path / "hyperparams")
+    capsys.readouterr()
+    config.write_text(config.read_text().replace("options = {  }", f"options = {{ {options} }}"))
+    code = main(["run", str(config), "--force", *flags])
+    out = capsys.readouterr().out
+    return code, out, before
+
+
+@pytest.mark.parametrize("options, error", [
+    ('fail_encode = ["NU"]', "all 8 candidates failed; the first: RuntimeError: encode failed for NU"),
+    ('fail_sample = ["NU"]', "all 8 candidates failed; the first: FloatingPointError: sample failed for NU"),
+])
+def test_a_failing_backend_fails_only_its_symbol(tmp_path, market_dir, capsys, faulty_plugin, options, error):
+    code, out, before = run_twice_with_fault(tmp_path, market_dir, capsys, options)
+    assert code == 1
+    after = snapshot(tmp_path / "hyperparams")
+    assert after["bootstrap/NU.json"] == before["bootstrap/NU.json"]  # the failing symbol's file is untouched
+    assert after["bootstrap/APP.json"] != before["bootstrap/APP.json"]  # the others were forced anew
+    assert after["bootstrap/ARM.json"] != before["bootstrap/ARM.json"]
+    failed_lines = [line for line in out.splitlines() if line.startswith("FAILED NU/bootstrap")]
+    assert len(failed_lines) == 1 and error in failed_lines[0] and "Traceback (most recent" not in out
+    summary = out[out.index("Symbol"):]
+    status = {line.split()[0]: line.split()[2] for line in summary.splitlines()[1:4]}
+    assert status == {"APP": status["APP"], "NU": "failed", "ARM": status["ARM"]}
+    assert {status["APP"], status["ARM"]} <= {"improved", "forced"} and "failed: 1" in summary
+    errors = next((tmp_path / "runs").glob("*/errors.log"))
+    assert newest_run(tmp_path) == errors.parent and "Traceback" in errors.read_text()
+
+
+def newest_run(tmp_path: Path) -> Path:
+    return sorted((tmp_path / "runs").iterdir())[-1]
+
+
+def test_debug_prints_the_traceback(tmp_path, market_dir, capsys, faulty_plugin):
+    code, out, _ = run_twice_with_fault(tmp_path, market_dir, capsys, 'fail_encode = ["NU"]', "--debug")
+    assert code == 1 and "Traceback (most recent call last)" in out and "encode failed for NU" in out
+
+
+def test_an_optimizer_that_raises_fails_only_its_job(tmp_path, market_dir, capsys, monkeypatch):
+    import compiled_opt.engine.search as search
+
+    original = search._Optimizer.ask
+    calls = {"n": 0}
+
+    def ask(self, n):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the second job's second batch
+            raise ValueError("optimizer state corrupted")
+        return original(self, n)
+
+    config = write_config(tmp_path, market_dir, trials=8)
+    monkeypatch.setattr(search._Optimizer, "ask", ask)
+    assert main(["run", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED NU/bootstrap: ValueError: optimizer state corrupted" in out and "new: 1" in out
+    assert (tmp_path / "hyperparams" / "bootstrap" / "APP.json").exists()
+    assert not (tmp_path / "hyperparams" / "bootstrap" / "NU.json").exists()
+
+
+def test_an_unwritable_config_file_fails_only_its_symbol(tmp_path, market_dir, capsys):
+    config = write_config(tmp_path, market_dir, trials=4)
+    (tmp_path / "hyperparams" / "bootstrap" / "NU.json").mkdir(parents=True)  # in the way of the file
+    assert main(["run", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED NU/bootstrap: IsADirectoryError" in out and "new: 1" in out
+    assert (tmp_path / "hyperparams" / "bootstrap" / "APP.json").is_file()
+
+
+def test_an_unwritable_output_folder_fails_every_job_but_prints_the_summary(tmp_path, market_dir, capsys):
+    config = write_config(tmp_path, market_dir, trials=4)
+    (tmp_path / "hyperparams").write_text("not a folder")
+    assert main(["run", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("FAILED") == 2 and "failed: 2" in out and "test MAE vs defaults" not in out
+    assert (tmp_path / "hyperparams").read_text() == "not a folder"
+
+
+# --- atomic writes ---------------------------------------------------------------------------------
+
+
+KILL_BETWEEN_WRITE_AND_RENAME = """
+import os, sys
+from pathlib import Path
+import compiled_opt.engine.store as store
+from compiled_opt.engine.cli import main
+
+real_replace = os.replace
+def replace(src, dst):
+    if Path(dst).name == "APP.json":  # the new config is written and synced, not yet renamed: die now
+        os._exit(9)
+    real_replace(src, dst)
+store.os.replace = replace
+sys.exit(main(["run", sys.argv[1], "--force"]))
+"""
+
+
+def test_a_run_killed_between_write_and_rename_leaves_the_old_config(tmp_path, market_dir):
+    config = write_config(tmp_path, market_dir, trials=4)
+    assert main(["run", str(config)]) == 0
+    before = snapshot(tmp_path / "hyperparams")
+    proc = subprocess.run([sys.executable, "-c", KILL_BETWEEN_WRITE_AND_RENAME, str(config)], capture_output=True)
+    assert proc.returncode == 9
+    after = snapshot(tmp_path / "hyperparams")
+    assert after["bootstrap/APP.json"] == before["bootstrap/APP.json"]
+    leftovers = [name for name in after if name not in before]
+    assert all(Path(name).name.startswith(".APP.json.") and name.endswith(".tmp") for name in leftovers)
+    assert main(["run", str(config)]) == 0  # a leftover temp file is never read as a config
+
+
+# --- commands --------------------------------------------------------------------------------------
 
 
 def test_data_import_command(tmp_path, capsys):
-    market = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+    market = ROOT.parent / "shared" / "data" / "market"
     assert main(["data", "import", str(market / "AEM.csv"), str(market / "SUIUSDT.csv"), "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["AEM.parquet", "SUIUSDT.parquet"]
-    bad = tmp_path / "BAD.csv"
-    bad.write_text("Date,close,high,low,open,volume\n2024-01-02,1,1,1,1,10\n2024-01-01,1,1,1,1,10\n")
-    assert main(["data", "import", str(bad), "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {bad}") and "timestamp" in err and not (tmp_path / "BAD.parquet").exists()
 
 
 def test_data_context_length_fixes_each_models_context(tmp_path, market_dir, capsys):
@@ -163,11 +302,45 @@ def test_data_context_length_fixes_each_models_context(tmp_path, market_dir, cap
     config = write_config(tmp_path, market_dir, trials=4, models=models)
     text = config.read_text().replace('symbols = ["APP", "NU"]', 'symbols = ["APP"]\ncontext_length = 33')
     config.write_text(text)
-    assert main(["run", str(config)]) == 0
-    record = json.loads((tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_text())
-    assert record["config"]["lookback"] == 33
+    assert main(["run", str(config), "--force"]) == 0
+    assert record(tmp_path, "APP")["config"]["lookback"] == 33
     searched = '[models.bootstrap]\nbackend = "bootstrap"\nspace = { lookback = { int = [10, 20] } }\n'
     config.write_text(text.replace(models, searched))
     assert main(["run", str(config), "--force"]) == 0
-    record = json.loads((tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_text())
-    assert 10 <= record["config"]["lookback"] <= 20
+    assert 10 <= record(tmp_path, "APP")["config"]["lookback"] <= 20
+
+
+def test_output_flag_moves_configs_and_run_logs(tmp_path, market_dir, capsys):
+    config = write_config(tmp_path, market_dir, trials=4)
+    assert main(["run", str(config), "--symbols", "APP", "--output", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "hyperparams" / "bootstrap" / "APP.json").is_file()
+    assert list((tmp_path / "elsewhere" / "runs").glob("*/run.json"))
+    assert not (tmp_path / "hyperparams").exists() and not (tmp_path / "runs").exists()
+
+
+def test_json_summary_and_quiet(tmp_path, market_dir, capsys):
+    config = write_config(tmp_path, market_dir, trials=4)
+    assert main(["run", str(config), "--json", "-q"]) == 0
+    out = capsys.readouterr().out.strip()
+    summary = json.loads(out)  # the whole of stdout is the JSON object
+    assert {j["symbol"] for j in summary["jobs"]} == {"APP", "NU"}
+    assert summary["out_of_sample"].startswith("test MAE vs defaults")
+    assert "\x1b[" not in out  # no ANSI codes when the output is not a terminal
+
+
+def test_evaluate_scores_stored_configs_and_defaults_on_any_rows(tmp_path, market_dir, capsys):
+    config = write_config(tmp_path, market_dir, trials=4)
+    assert main(["run", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(config), "--rows=-120:-60", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["symbol"], r["model"]) for r in out["results"]] == [("APP", "bootstrap"), ("NU", "bootstrap")]
+    for r in out["results"]:
+        assert r["oos"]["windows"] == 60 and r["rows"][1] - r["rows"][0] == 59
+        assert r["oos"]["change"] == pytest.approx(r["oos"]["config_mae"] / r["oos"]["defaults_mae"] - 1)
+    assert out["summary"].startswith("MAE vs defaults: better on")
+    assert main(["evaluate", str(config), "--last", "30"]) == 0
+    text = capsys.readouterr().out
+    assert "APP" in text and "NU" in text and "MAE vs defaults" in text
+    assert main(["evaluate", str(config), "--rows", "x"]) == 2
+    assert "--rows: expected START:STOP" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compiled_opt.engine.config import load_config
+from compiled_opt.engine.config import Override, load_config
 from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.space import Choices, Range
 
@@ -29,7 +29,8 @@ def test_defaults_fill_missing_sections(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[models.m]\nbackend = "bootstrap"\n')
     cfg = load_config(path)
-    assert cfg.search.optimizer == "NGOpt" and cfg.runtime.device == "auto" and cfg.models["m"].space is None
+    assert cfg.search.optimizer == "TwoPointsDE" and cfg.runtime.device == "auto" and cfg.models["m"].space is None
+    assert cfg.search.seed == "auto" and cfg.runtime.executor == "local" and not cfg.pooled.enabled
 
 
 @pytest.mark.parametrize("text, where, words", [
@@ -38,6 +39,11 @@ def test_defaults_fill_missing_sections(tmp_path):
     ("[search]\ntrials = 0", "search.trials", "at least 1"),
     ("[search]\noptimizer = 'NGopt'", "search.optimizer", "did you mean 'NGOpt'"),
     ("[runtime]\ndevice = 'gpu'", "runtime.device", "allowed: auto, cpu, cuda"),
+    ("[runtime]\nmode = 'turbo'", "runtime.mode", "allowed: default, fast"),
+    ("[search]\nseed = -1", "search.seed", '"auto" or a non-negative integer'),
+    ("[search]\nexhaustive = 'yes'", "search.exhaustive", "allowed: always, auto, never"),
+    ("[pooled]\nalpha = 0.7", "pooled.alpha", "between 0 and 0.5"),
+    ("[ray]\nmax_retries = -1", "ray.max_retries", "0 or positive"),
     ("[runtime]\ncompile = 'fast'", "runtime.compile", "reduce-overhead"),
     ("[evaluation]\nmetric = 'mse'", "evaluation.metric", "pct_return_mae"),
     ("[evaluation]\neval_runs = true", "evaluation.eval_runs", "expected int"),
@@ -66,8 +72,24 @@ def test_cli_overrides(tmp_path, market_dir):
                              "models": ["bootstrap"], "force": True, "output.directory": str(tmp_path / "o")})
     assert (cfg.search.trials, cfg.evaluation.eval_runs, cfg.data.symbols, cfg.force) == (3, 5, ["NU"], True)
     assert cfg.output.directory == tmp_path / "o"
-    with pytest.raises(UsageError, match=r": --model: unknown model 'toto'"):
+    with pytest.raises(UsageError, match=r"^--model: unknown model 'toto'"):
         load_config(path, {"models": ["toto"]})
+
+
+def test_a_bad_flag_value_names_the_flag_not_the_file(tmp_path, market_dir):
+    path = write_config(tmp_path, market_dir)
+    with pytest.raises(UsageError, match=r"^--trials: must be at least 1$"):
+        load_config(path, {"search.trials": Override(0, "--trials")})
+    with pytest.raises(UsageError, match=rf"^{path}: search.trials: must be at least 1$"):
+        load_config(path, {"search.trials": 0})
+
+
+def test_fingerprint_follows_the_text_and_the_flags(tmp_path, market_dir):
+    path = write_config(tmp_path, market_dir)
+    a = load_config(path)
+    assert load_config(path).fingerprint() == a.fingerprint()
+    assert load_config(path, {"search.trials": Override(3, "--trials")}).fingerprint() != a.fingerprint()
+    assert load_config(path, text=a.text + "\n# a comment\n").fingerprint() != a.fingerprint()
 
 
 @pytest.mark.parametrize("doc", ["toto.md", "kronos.md"])

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from compiled_opt.engine.backend import Runtime
+from compiled_opt.engine.backend import ContractError, Runtime
 from compiled_opt.engine.data import splits
 from compiled_opt.engine.evaluate import Evaluator
 from compiled_opt.engine.registry import Plugins
 from compiled_opt.engine.randomness import Draws, derive_seeds
+from compiled_opt.engine.records import Metrics
 from compiled_opt.plugins.bootstrap import BootstrapBackend
 
 
@@ -97,19 +98,85 @@ def test_statistics(evaluator):
     assert ev.mean == pytest.approx(ev.errors.mean())
     assert ev.sem == pytest.approx(ev.per_run.std(ddof=1) / np.sqrt(3))
     assert ev.window_sem == pytest.approx(ev.errors.mean(axis=0).std(ddof=1) / np.sqrt(30))
-    record = ev.to_dict()
-    assert record["num_predictions"] == 90 and len(record["per_run"]) == 3 and record["seeds"] == [1, 2, 3]
-    assert record["price_mae"] > 0 and record["latency_s"] > 0
+    record = Metrics.of(ev)
+    assert record.num_predictions == 90 and len(record.per_run) == 3 and record.seeds == [1, 2, 3]
+    assert record.price_mae > 0 and record.latency_s > 0
+    assert record.skill == pytest.approx(1 - ev.mean / ev.naive_mae)
 
 
 def test_errors_are_absolute_return_errors(evaluator, app_series):
     """Recompute window errors by hand for the mean aggregator: pred/last - 1 vs target/last - 1."""
     ev = evaluator(PARAMS, (5,))
     backend = evaluator.backend
-    batch, state = evaluator._encoded(PARAMS)
-    samples = backend.sample(state, PARAMS, Draws((5,), batch.target_rows))
+    batch, state, _ = evaluator._encoded(PARAMS)
+    samples = backend.sample(state, PARAMS, Draws((5,), batch.window_ids))
     pred = samples.mean(dim=2)[0, :, 0]
     close = app_series.values[:, 3]
-    rows = torch.tensor(ev.window_rows)
+    rows = batch.target_rows
     expected = ((pred / close[rows - 1] - 1) - (close[rows] / close[rows - 1] - 1)).abs()
     np.testing.assert_allclose(ev.errors[0], expected.numpy(), rtol=1e-12)
+    naive = (close[rows] / close[rows - 1] - 1).abs()  # the persistence forecast predicts a return of 0
+    np.testing.assert_allclose(ev.naive_errors, naive.numpy(), rtol=1e-12)
+
+
+def test_sample_cache_serves_smaller_counts_from_the_largest_draw(app_series):
+    """Cached (draw 512 once, slice) and plain scoring agree; every count is drawn at 512 so the
+    result does not depend on what was cached before."""
+    plugins = Plugins.load()
+    aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+    rows = splits(len(app_series), 30, 20, 1).validation
+    backend = CountingBootstrap(Runtime())
+    cached = Evaluator(backend, aggregators, app_series, rows, 1, max_samples=512)
+    plain = Evaluator(backend, aggregators, app_series, rows, 1)
+    calls = []
+    original = backend.sample
+    backend.sample = lambda state, params, draws: calls.append(params["num_samples"]) or original(state, params, draws)
+    for n, agg in ((64, "mean"), (256, "median"), (512, "trimmed_mean_10"), (64, "quantile_0.30")):
+        params = {**PARAMS, "num_samples": n, "aggregate": agg}
+        # the same keyed draws through shapes of another size: equal to rounding, not bit for bit
+        np.testing.assert_allclose(cached(params, (1, 2, 3)).errors, plain(params, (1, 2, 3)).errors, rtol=1e-12)
+    assert calls.count(512) == 2  # one draw for the cache (the 512 above), one for plain's own 512
+    fresh = Evaluator(backend, aggregators, app_series, rows, 1, max_samples=512)
+    params = {**PARAMS, "num_samples": 64, "aggregate": "quantile_0.30"}
+    np.testing.assert_array_equal(fresh(params, (1, 2, 3)).errors, cached(params, (1, 2, 3)).errors)
+
+
+class WrongShape(BootstrapBackend):
+    def sample(self, state, params, draws):
+        return super().sample(state, params, draws)[:, :, :, 0]
+
+
+def test_a_backend_returning_the_wrong_shape_is_named(app_series):
+    plugins = Plugins.load()
+    aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+    rows = splits(len(app_series), 30, 20, 1).validation
+    ev = Evaluator(WrongShape(Runtime()), aggregators, app_series, rows, 1, name="wrong")
+    with pytest.raises(ContractError, match=r"backend 'wrong': sample returned shape \[3, 30, 128\], expected "
+                                            r"\[runs, windows, samples, horizon\] = \[3, 30, 128, 1\]"):
+        ev(PARAMS, (1, 2, 3))
+
+
+def test_pooled_evaluation_is_the_symbols_side_by_side(market_dir):
+    from compiled_opt.engine.data import read_series
+    from compiled_opt.engine.evaluate import PooledEvaluator
+
+    plugins = Plugins.load()
+    aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+    backend = BootstrapBackend(Runtime())
+    parts = []
+    for symbol in ("APP", "NU"):
+        series = read_series(market_dir / f"{symbol}.parquet")
+        parts.append(Evaluator(backend, aggregators, series, splits(len(series), 30, 20, 1).validation, 1))
+    pooled = PooledEvaluator(parts)(PARAMS, (1, 2))
+    singles = [p(PARAMS, (1, 2)) for p in parts]
+    np.testing.assert_array_equal(pooled.errors, np.concatenate([s.errors for s in singles], axis=1))
+    assert pooled.window_ids == singles[0].window_ids + singles[1].window_ids
+    assert not set(singles[0].window_ids) & set(singles[1].window_ids)  # symbols never share draws
+    assert pooled.naive_mae == pytest.approx(np.mean(np.concatenate([s.naive_errors for s in singles])))
+
+
+def test_runs_get_distinct_seeds_and_distinct_errors(evaluator):
+    seeds = tuple(derive_seeds(0, "search", 5))
+    assert len(set(seeds)) == 5
+    ev = evaluator(PARAMS, seeds)
+    assert len({tuple(row) for row in ev.errors}) == 5

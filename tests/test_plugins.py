@@ -55,6 +55,24 @@ def test_throwaway_plugin_runs_a_search(throwaway_plugin, tmp_path, market_dir, 
     assert "last_close" in capsys.readouterr().out
 
 
+def test_the_tutorial_imports_only_the_public_api():
+    import compiled_opt.api as api
+
+    imports = [line for line in THROWAWAY.splitlines() if line.startswith(("import ", "from "))]
+    assert imports == ["from compiled_opt.api import ModelBackend, hookimpl"]
+    for name in api.__all__:
+        assert getattr(api, name) is not None
+    for needed in ("ModelBackend", "Runtime", "WindowBatch", "Draws", "Policy", "Decision", "Evaluation", "hookimpl",
+                   "Register", "Executor", "JobSpec", "Worker"):
+        assert needed in api.__all__
+
+
+def test_builtin_executors_are_plugins():
+    executors = Plugins.load().executors
+    assert {"local", "ray"} <= set(executors)
+    assert "entry point 'executors'" in executors.source("ray")
+
+
 def test_duplicate_names_are_an_error():
     registry = Registry("backends", "backend")
     registry.add("x", object, "a")
@@ -103,7 +121,7 @@ def test_every_hook_is_documented_and_implemented(name):
 def test_plugins_command_lists_sources(capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    for heading in ("backends:", "policies:", "aggregators:"):
+    for heading in ("backends:", "policies:", "aggregators:", "executors:"):
         assert heading in out
     assert "bootstrap" in out and "compiled_opt.plugins.bootstrap (compiled-opt" in out
     assert out.count("winsorized_mean_") == 2

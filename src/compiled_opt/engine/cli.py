@@ -55,12 +55,38 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                      help="continue an interrupted run (default: the latest) from its last finished batch")
     _output_flags(run)
+    ev = sub.add_parser("evaluate", help="score the stored configs and the models' defaults on any rows (a forward test)")
+    ev.add_argument("config", type=Path, help="the TOML config the configs were tuned with")
+    rows = ev.add_mutually_exclusive_group()
+    rows.add_argument("--last", type=_positive("--last", 2), help="the last N windows of each symbol")
+    rows.add_argument("--rows", metavar="START:STOP", help="windows whose target is one of these 0-based data rows")
+    ev.add_argument("--symbols", nargs="+", help="only these symbols")
+    ev.add_argument("--model", nargs="+", dest="models", help="only these models")
+    ev.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    show = sub.add_parser("show", help="a table of the stored configs; the best/ choice marked")
+    show.add_argument("config", type=Path, help="the TOML config (its output.directory holds the stored configs)")
+    show.add_argument("--model", nargs="+", dest="models", help="only these models")
+    show.add_argument("--symbols", nargs="+", help="only these symbols")
+    show.add_argument("--json", action="store_true", help="print the stored configs as one JSON object")
+    report = sub.add_parser("report", help="write one self-contained HTML report of a run, with figures")
+    report.add_argument("config", type=Path, help="the TOML config (its output.runs holds the run folders)")
+    report.add_argument("run_id", nargs="?", default="latest", metavar="RUN_ID|latest",
+                        help="the run to report (default: the latest)")
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file (default: report.html)")
     data = sub.add_parser("data", help="market data files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     imp = data_sub.add_parser("import", help="convert CSV files (Yahoo, Binance or timestamp,open,...) to Parquet")
     imp.add_argument("files", nargs="+", type=Path)
     imp.add_argument("--out", type=Path, default=Path("data"), help="output directory (default: data)")
     sub.add_parser("plugins", help="list every backend, policy, aggregator and executor and where it came from")
+    ckpt = sub.add_parser("checkpoint", help="model checkpoints for trying pipelines without the released weights")
+    ckpt_sub = ckpt.add_subparsers(dest="checkpoint_command", required=True)
+    rand = ckpt_sub.add_parser("random", help="write a random-initialised checkpoint of a backend's real architecture")
+    rand.add_argument("backend", help="toto or kronos (any backend that offers random checkpoints)")
+    rand.add_argument("directory", type=Path, help="where to write it")
+    rand.add_argument("--size", choices=("tiny", "small", "base"), default="tiny",
+                      help="tiny: seconds on a CPU; base: the released model's architecture (default: tiny)")
+    rand.add_argument("--seed", type=_positive("--seed", 0), default=0, help="the initialisation's seed (default: 0)")
     return parser
 
 
@@ -107,11 +133,39 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    from compiled_opt.engine.importer import import_csv
+def _evaluate(args: argparse.Namespace) -> int:
+    from compiled_opt.engine.config import Override, load_config
+    from compiled_opt.engine.forward import forward_test, print_forward
 
-    for path in args.files:
-        print(f"{path} -> {import_csv(path, args.out)}")
+    overrides = {"data.symbols": Override(args.symbols, "--symbols")} if args.symbols else {}
+    if args.models:
+        overrides["models"] = Override(args.models, "--model")
+    results = forward_test(load_config(args.config, overrides), last=args.last, rows=args.rows)
+    print_forward(results, as_json=args.json)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from compiled_opt.engine.config import load_config
+    from compiled_opt.engine.show import show
+    from compiled_opt.engine.store import ConfigStore
+
+    return show(ConfigStore(load_config(args.config).output.directory), args.models, args.symbols, args.json)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from compiled_opt.engine.config import load_config
+    from compiled_opt.engine.report_html import write_report
+
+    print(f"report: {write_report(load_config(args.config), args.run_id, args.out)}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from compiled_opt.engine.importer import import_csvs
+
+    for path, out in zip(args.files, import_csvs(args.files, args.out), strict=True):
+        print(f"{path} -> {out}")
     return 0
 
 
@@ -127,7 +181,17 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"run": _run, "data": _import, "plugins": _plugins}
+def _checkpoint(args: argparse.Namespace) -> int:
+    from compiled_opt.engine.checkpoint import options_toml, write_random
+
+    options = write_random(args.backend, args.directory, args.size, args.seed)
+    print(f"wrote a random-initialised {args.backend} checkpoint ({args.size}, seed {args.seed}) to {args.directory};"
+          f" use it in [models.<name>] with: {options_toml(options)}")
+    return 0
+
+
+HANDLERS = {"run": _run, "evaluate": _evaluate, "show": _show, "report": _report, "data": _import,
+            "plugins": _plugins, "checkpoint": _checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,7 +74,7 @@ class SearchConfig:
     point of a small discrete space instead (``auto``: when that costs fewer evaluations than the trials).
     """
 
-    optimizer: str = "NGOpt"
+    optimizer: str = "TwoPointsDE"
     trials: int = 40
     batch: int = 4
     seed: int | str = "auto"

@@ -59,13 +59,14 @@ class Outcome:
         return (self.previous - self.mae) / self.previous
 
 
-def out_of_sample_line(outcomes: Sequence[Outcome]) -> str | None:
-    """``test MAE vs defaults: better on k of n symbols, mean change x% (sem y%)`` across symbols."""
-    changes = np.array([o.test_change for o in outcomes if o.test_change is not None])
+def out_of_sample_line(changes: Sequence[float | None], label: str = "test MAE") -> str | None:
+    """``test MAE vs defaults: better on k of n symbols, mean change x% (sem y%)`` across symbols,
+    from each symbol's relative change of MAE against the model's defaults."""
+    changes = np.array([c for c in changes if c is not None])
     if not changes.size:
         return None
     sem = changes.std(ddof=1) / np.sqrt(changes.size) if changes.size > 1 else float("nan")
-    return (f"test MAE vs defaults: better on {int((changes < 0).sum())} of {changes.size} symbols, mean change "
+    return (f"{label} vs defaults: better on {int((changes < 0).sum())} of {changes.size} symbols, mean change "
             f"{100 * changes.mean():+.2f}% (sem {100 * sem:.2f}%; negative: lower error than the model's defaults)")
 
 
@@ -144,7 +145,7 @@ class Console:
     def _job_block(self, job: Any, result: Any, outcome: Outcome) -> None:
         runs = len(job.seeds.search)
         self.line(RULE)
-        self.line(f"Optimizing {job.model} for {job.symbol}")
+        self.line(f"Optimizing {job.model} (backend {job.backend}) for {job.symbol}")
         self.line(f"Trials: {result.trials} | Validation samples: {len(job.validation[0])} | "
                   f"Test samples: {len(job.test[0])}")
         if result.challenger_val.exact:
@@ -186,14 +187,17 @@ class Console:
         if stats.get("seeds"):
             self.line(f"    seeds: {stats['seeds']}")
 
+    def table(self, table: Table) -> None:
+        self.out.print(table)
+
     def summary(self, outcomes: Sequence[Outcome], run_dir: Any) -> None:
         if self.json_summary:
             print(json.dumps({"run_id": run_dir.run_id, "run_dir": str(run_dir.path),
                               "jobs": [asdict(o) | {"improvement": o.improvement} for o in outcomes],
-                              "out_of_sample": out_of_sample_line(outcomes)}), file=self.stream or sys.stdout)
+                              "out_of_sample": out_of_sample_line([o.test_change for o in outcomes])}),
+                  file=self.stream or sys.stdout)
             return
-        table = Table(title=f"Run {run_dir.run_id}", title_justify="left", box=None if not self.out.is_terminal else
-                      None, pad_edge=False)
+        table = Table(title=f"Run {run_dir.run_id}", title_justify="left", box=None, pad_edge=False)
         for name, justify in (("Symbol", "left"), ("Model", "left"), ("Status", "left"), ("Val MAE", "right"),
                               ("Reference", "right"), ("Val improvement", "right"), ("Test MAE", "right"),
                               ("Skill", "right"), ("Test MAE vs defaults", "right")):
@@ -210,7 +214,7 @@ class Console:
         counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
         self.line(" | ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("improved", "failed")),
                   level="warning")
-        line = out_of_sample_line([o for o in outcomes if o.status != "failed"])
+        line = out_of_sample_line([o.test_change for o in outcomes])
         if line:
             self.line(line, level="warning")
         if any(o.status == "failed" for o in outcomes):

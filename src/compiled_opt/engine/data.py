@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,23 +61,30 @@ def read_series(path: Path, symbol: str | None = None) -> Series:
     return series_from_table(table, path, symbol)
 
 
-def series_from_table(table: pa.Table, path: Path, symbol: str | None = None) -> Series:
-    """Check a data table read from ``path`` (named in errors) and turn it into a ``Series``."""
+def data_row(row: int) -> str:
+    """How errors name a row of a Parquet file: 0-based, as pandas and ``compiled-opt evaluate --rows`` count."""
+    return f"data row {row}"
+
+
+def series_from_table(table: pa.Table, path: Path, symbol: str | None = None,
+                      locate: Callable[[int], str] = data_row) -> Series:
+    """Check a data table read from ``path`` (named in errors, its rows named by ``locate``) and turn
+    it into a ``Series``."""
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise UsageError(f"missing column(s) {', '.join(missing)}; a data file needs {', '.join(REQUIRED)}", str(path))
-    time = _epoch_seconds(table.column("timestamp"), path)
+    time = _epoch_seconds(table.column("timestamp"), path, locate)
     cols = {c: _floats(table, c, path) for c in REQUIRED[1:]}
     cols["amount"] = _floats(table, "amount", path) if "amount" in table.column_names else cols["close"] * cols["volume"]
     values = np.stack([cols[c] for c in FEATURES], axis=1)
-    _check(path, time, values)
+    _check(path, time, values, locate)
     return Series(symbol or path.stem, path, torch.from_numpy(np.array(time)), torch.from_numpy(values))
 
 
-def _epoch_seconds(column: pa.ChunkedArray, path: Path) -> np.ndarray:
+def _epoch_seconds(column: pa.ChunkedArray, path: Path, locate: Callable[[int], str]) -> np.ndarray:
     if column.null_count:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise UsageError("missing timestamp", f"{path}: row {row}: timestamp")
+        raise UsageError("missing timestamp", f"{path}: {locate(row)}: timestamp")
     kind = column.type
     if pa.types.is_integer(kind):
         return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -95,21 +103,23 @@ def _floats(table: pa.Table, name: str, path: Path) -> np.ndarray:
         raise UsageError(f"not a numeric column ({exc})", f"{path}: {name}") from exc
 
 
-def _check(path: Path, time: np.ndarray, values: np.ndarray) -> None:
+def _check(path: Path, time: np.ndarray, values: np.ndarray, locate: Callable[[int], str]) -> None:
     for j, name in enumerate(FEATURES):
         col = values[:, j]
         bad = ~np.isfinite(col)
         if bad.any():
-            raise UsageError("value is NaN or infinite", f"{path}: row {int(np.flatnonzero(bad)[0])}: {name}")
+            raise UsageError("value is NaN or infinite", f"{path}: {locate(int(np.flatnonzero(bad)[0]))}: {name}")
         bad = col <= 0 if name in PRICES else col < 0
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise UsageError(f"{'non-positive price' if name in PRICES else 'negative value'} {col[row]}", f"{path}: row {row}: {name}")
+            raise UsageError(f"{'non-positive price' if name in PRICES else 'negative value'} {col[row]}",
+                             f"{path}: {locate(row)}: {name}")
     step = np.diff(time)
     if (step <= 0).any():
         row = int(np.flatnonzero(step <= 0)[0]) + 1
         what = "duplicate" if step[row - 1] == 0 else "unsorted"
-        raise UsageError(f"{what} timestamp (rows must be strictly increasing in time)", f"{path}: row {row}: timestamp")
+        raise UsageError(f"{what} timestamp (rows must be strictly increasing in time)",
+                         f"{path}: {locate(row)}: timestamp")
 
 
 def splits(length: int, val_window: int, test_window: int, horizon: int) -> Splits:

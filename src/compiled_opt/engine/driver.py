@@ -136,7 +136,7 @@ class Run:
         cuts = [splits(len(s), d.val_window, d.test_window, d.horizon) for s in series]
         job_id = f"{series[0].symbol}/{model.name}" if stage == "search" else f"pooled/{model.name}"
         return JobSpec(
-            job_id=job_id, run_id=self.run_dir.run_id, model=model.name, stage=stage, series=tuple(series),
+            job_id=job_id, run_id=self.run_dir.run_id, model=model.name, backend=model.backend, stage=stage, series=tuple(series),
             validation=tuple(c.validation for c in cuts), test=tuple(c.test for c in cuts), horizon=d.horizon,
             metric=cfg.evaluation.metric, seeds=self._seeds(*job_id.split("/")), search=self._search_spec(model),
             policy=cfg.acceptance.policy, policy_options=dict(cfg.acceptance.options), reference=reference,

@@ -32,8 +32,31 @@ NUMBERS = REQUIRED[1:]
 SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]*")
 
 
+def csv_line(row: int) -> str:
+    """How errors name a data row of a CSV: its line in an editor (the header is line 1)."""
+    return f"line {row + 2}"
+
+
+def import_csvs(paths: list[Path], out_dir: Path) -> list[Path]:
+    """Convert CSVs to ``<out_dir>/<SYMBOL>.parquet``, all or nothing: every file is read and checked
+    before the first is written (each atomically). Returns the written paths."""
+    tables: dict[str, tuple[Path, pa.Table]] = {}
+    for path in paths:
+        symbol, table = read_csv(path)
+        if symbol in tables:
+            raise UsageError(f"symbol {symbol} again: {tables[symbol][0]} holds it too", str(path))
+        tables[symbol] = (Path(path), table)
+    return [_write_atomically(table, symbol_path(out_dir, symbol)) for symbol, (_, table) in tables.items()]
+
+
 def import_csv(path: Path, out_dir: Path, symbol: str | None = None) -> Path:
     """Convert one CSV to ``<out_dir>/<SYMBOL>.parquet``; checked before, written atomically. Returns its path."""
+    symbol, table = read_csv(path, symbol)
+    return _write_atomically(table, symbol_path(out_dir, symbol))
+
+
+def read_csv(path: Path, symbol: str | None = None) -> tuple[str, pa.Table]:
+    """One CSV as a checked data table and its symbol; errors name the file, the line and the column."""
     path = Path(path)
     names = _header(path)
     time_name = names.get("timestamp", names.get("date"))
@@ -63,8 +86,8 @@ def import_csv(path: Path, out_dir: Path, symbol: str | None = None) -> Path:
     if not SYMBOL.fullmatch(symbol):
         raise UsageError(f"symbol {symbol!r} is not usable as a file name (letters, digits, '.', '_', '-')", str(path))
     table = pa.table(columns)
-    series_from_table(table, path, symbol)
-    return _write_atomically(table, symbol_path(out_dir, symbol))
+    series_from_table(table, path, symbol, locate=csv_line)
+    return symbol, table
 
 
 def _header(path: Path) -> dict[str, str]:
@@ -79,7 +102,7 @@ def _header(path: Path) -> dict[str, str]:
 
 def _utc_seconds(column: pa.ChunkedArray, path: Path, name: str) -> pa.ChunkedArray:
     if pa.types.is_string(column.type):
-        times = [_parse_time(value, row, path, name) for row, value in enumerate(column.to_pylist())]
+        times = [_parse_time(value, csv_line(row), path, name) for row, value in enumerate(column.to_pylist())]
         return pa.chunked_array([pa.array(times, TIME)])
     if pa.types.is_date(column.type):
         column = pc.cast(column, pa.timestamp("s"))
@@ -89,14 +112,14 @@ def _utc_seconds(column: pa.ChunkedArray, path: Path, name: str) -> pa.ChunkedAr
         raise UsageError(f"not dates, times or whole epoch seconds ({exc})", f"{path}: {name}") from exc
 
 
-def _parse_time(value: str | None, row: int, path: Path, name: str) -> datetime | None:
+def _parse_time(value: str | None, line: str, path: Path, name: str) -> datetime | None:
     """One ISO-8601 time (naive = UTC), for columns Arrow could not type as a whole (e.g. mixed offsets)."""
     if value is None:
         return None
     try:
         time = datetime.fromisoformat(str(value))
     except ValueError as exc:
-        raise UsageError(f"not a date or ISO-8601 time: {value!r}", f"{path}: row {row}: {name}") from exc
+        raise UsageError(f"not a date or ISO-8601 time: {value!r}", f"{path}: {line}: {name}") from exc
     return time.replace(tzinfo=UTC) if time.tzinfo is None else time
 
 

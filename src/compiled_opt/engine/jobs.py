@@ -8,7 +8,7 @@ callback. Workers never write stores or logs: the driver is the only writer.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,7 @@ class JobSpec:
     job_id: str
     run_id: str
     model: str
+    backend: str
     stage: str  # "search" or "pooled"
     series: tuple[Series, ...]
     validation: tuple[range, ...]
@@ -141,12 +142,16 @@ class Worker:
                 raise UsageError(f"model {name!r} forecasts at most {backend.max_horizon} step(s) ahead, not"
                                  f" {setup.horizon}", f"{setup.config_path}: data.horizon")
 
-    def _evaluator(self, job: JobSpec, which: str) -> ScoreMemo:
-        spec = self.setup.models[job.model]
-        parts = [Evaluator(self.backends[job.model], self.aggregators, series, rows, job.horizon, job.metric,
-                           name=spec.backend, max_samples=spec.max_samples)
-                 for series, rows in zip(job.series, getattr(job, which), strict=True)]
+    def evaluator(self, model: str, series: Sequence[Series], rows: Sequence[range], horizon: int,
+                  metric: str) -> ScoreMemo:
+        """Scores configs of ``model`` on the given rows of each series (several: pooled), memoised."""
+        spec = self.setup.models[model]
+        parts = [Evaluator(self.backends[model], self.aggregators, s, r, horizon, metric, name=spec.backend,
+                           max_samples=spec.max_samples) for s, r in zip(series, rows, strict=True)]
         return ScoreMemo(parts[0] if len(parts) == 1 else PooledEvaluator(parts))
+
+    def _evaluator(self, job: JobSpec, which: str) -> ScoreMemo:
+        return self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric)
 
     def run(self, job: JobSpec, emit: Callable[[TrialBatch], None]) -> JobResult:
         """Search, gate against the pooled config, judge against the reference, score the test windows."""
