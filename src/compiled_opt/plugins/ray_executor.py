@@ -13,6 +13,7 @@ starts a local Ray.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -37,9 +38,8 @@ def _ray() -> Any:
 class _Actor:
     """The body of a Ray actor: a ``Worker`` whose batches go to the driver's queue."""
 
-    def __init__(self, setup: WorkerSetup, queue: Any):
+    def __init__(self, setup: WorkerSetup):
         self.worker = Worker(setup)
-        self.queue = queue
 
     def ready(self) -> str:
         return self.worker.runtime.device
@@ -49,8 +49,8 @@ class _Actor:
 
         return os.getpid()
 
-    def run(self, job: JobSpec) -> JobDone:
-        return run_job(self.worker, job, self.queue.put)
+    def run(self, job: JobSpec, queue: Any) -> JobDone:
+        return run_job(self.worker, job, queue.put)
 
 
 class RayExecutor(Executor):
@@ -62,8 +62,14 @@ class RayExecutor(Executor):
 
         rt, address = self.setup.runtime, self.config.ray.address
         if not ray.is_initialized():
-            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, **({} if address else {"num_cpus": None}))
+            quiet = logging.getLogger("ray")  # its start-up notices are not the run's output
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            finally:
+                quiet.setLevel(level)
         resources = ray.cluster_resources()
         gpu = rt.device == "cuda" or (rt.device == "auto" and resources.get("GPU", 0) > 0)
         per = {"num_gpus": rt.gpus_per_worker, "num_cpus": 1} if gpu else {"num_cpus": 1}
@@ -71,7 +77,7 @@ class RayExecutor(Executor):
         count = rt.workers or max(slots, 1)
         self.queue = Queue()
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(_Actor)
-        self.actors = [actor_cls.options(**per).remote(self.setup, self.queue) for _ in range(count)]
+        self.actors = [actor_cls.options(**per).remote(self.setup) for _ in range(count)]
         try:
             self.devices = ray.get([a.ready.remote() for a in self.actors])
         except ray.exceptions.RayTaskError as exc:  # e.g. missing weights: the worker's one-line error
@@ -102,7 +108,7 @@ class RayExecutor(Executor):
             while free and pending:
                 job, attempt = pending.popleft()
                 actor = free.pop(0)
-                running[actor.run.remote(job)] = (actor, job, attempt)
+                running[actor.run.remote(job, self.queue)] = (actor, job, attempt)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             drain()
             for ref in ready:
