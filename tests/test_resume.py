@@ -43,6 +43,7 @@ def make_config(root: Path, market_dir: Path, extra: str = "") -> Path:
     root.mkdir()
     config = write_config(root, market_dir, trials=24, extra=extra)
     text = config.read_text().replace('symbols = ["APP", "NU"]', 'symbols = ["APP", "NU", "ARM"]')
+    text = text.replace("[output]", "[output]\nlog_flush_s = 0  # a part file per batch: kills land mid-job")
     config.write_text(text.replace("[search]", "[search]\nseed = 7"))
     return config
 

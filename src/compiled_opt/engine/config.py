@@ -118,10 +118,15 @@ class AcceptanceConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where stored configs (``directory``) and per-run logs (``runs``) go."""
+    """Where stored configs (``directory``) and per-run logs (``runs``) go; a running job's trials are
+    written to the log every ``log_flush_s`` seconds (0: after every batch) and when it ends."""
 
     directory: Path = Path("hyperparams")
     runs: Path = Path("runs")
+    log_flush_s: float = 1.0
+
+    def checks(self) -> dict[str, str | None]:
+        return {"log_flush_s": None if self.log_flush_s >= 0 else "must be 0 or positive"}
 
 
 @dataclass(frozen=True)

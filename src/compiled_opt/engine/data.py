@@ -139,15 +139,20 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def windows(series: Series, rows: range, context: int, horizon: int) -> WindowBatch:
-    """The windows whose targets start at ``rows``, each with the ``context`` rows before it."""
+def check_history(series: Series, rows: range, context: int) -> None:
+    """A ``UsageError`` naming the file unless every window of ``rows`` has ``context`` rows before it."""
     if rows.start - context < 0:
         need = context + len(series) - rows.start
         raise UsageError(
             f"too little history: {len(series)} rows, but context {context} + the validation and test windows"
-            f" need {need}",
+            f" need {need} (shorten the context, or data.val_window)",
             str(series.path),
         )
+
+
+def windows(series: Series, rows: range, context: int, horizon: int) -> WindowBatch:
+    """The windows whose targets start at ``rows``, each with the ``context`` rows before it."""
+    check_history(series, rows, context)
     target_rows = torch.arange(rows.start, rows.stop)
     ctx = target_rows[:, None] + torch.arange(-context, 0)[None, :]
     tgt = target_rows[:, None] + torch.arange(horizon)[None, :]

@@ -18,7 +18,7 @@ from typing import Any
 import compiled_opt
 from compiled_opt.engine.config import Config
 from compiled_opt.engine.console import Console, Outcome
-from compiled_opt.engine.data import Series, fingerprint, list_symbols, read_series, splits, symbol_path, windows
+from compiled_opt.engine.data import Series, check_history, fingerprint, list_symbols, read_series, splits, symbol_path
 from compiled_opt.engine.errors import UsageError, did_you_mean
 from compiled_opt.engine.executor import Event, Executor, JobDone
 from compiled_opt.engine.jobs import JobResult, JobSpec, SearchSpec, Seeds, TrialBatch, WorkerSetup, logged_trials
@@ -69,7 +69,8 @@ class Run:
         self.store = ConfigStore(config.output.directory)
         self.state = self._resume_state(config, resume) if resume else None
         self.config = config
-        self.run_dir = RunDir(config.output.runs, self.state.run_id if self.state else new_run_id())
+        self.run_dir = RunDir(config.output.runs, self.state.run_id if self.state else new_run_id(),
+                              config.output.log_flush_s)
         self.references = self._check_inputs()
         if self.state is None:
             seed = config.search.seed if isinstance(config.search.seed, int) else secrets.randbits(31)
@@ -104,8 +105,7 @@ class Run:
         for series in self.series:
             split = splits(len(series), d.val_window, d.test_window, d.horizon)
             for model in self.models.values():
-                windows(series, split.validation, model.max_context(self.plugins.backends.get(model.backend)),
-                        d.horizon)
+                check_history(series, split.validation, model.max_context(self.plugins.backends.get(model.backend)))
                 stored = self.store.load(model.name, series.symbol)
                 params = model.params(stored.config) if stored and stored.backend == model.backend else None
                 references[(series.symbol, model.name)] = ((params, "stored", stored) if params is not None
@@ -180,6 +180,7 @@ class Run:
         finally:
             executor.close()
             self.console.stop_jobs()
+            self._flush_log()
         for series in self.series:
             self._update_best(series.symbol)
         self._save_state(force=True)
@@ -199,12 +200,17 @@ class Run:
         def on_event(event: Event) -> None:
             if isinstance(event, TrialBatch):
                 return self._on_batch(event)
-            if event.result is None:
-                raise UsageError(f"the pooled stage of {event.job_id} failed: {event.error}")
+            self._flush_log(event.job_id)
+            model = event.job_id.split("/")[1]
+            if event.result is None:  # its symbols go on without a pooled config
+                self.console.line(f"FAILED {event.job_id}: {event.error}; the symbols run without a pooled config",
+                                  level="warning")
+                self._log_failure(event.job_id, event.error, event.traceback)
+                return
             result = event.result
-            chosen = result.challenger if result.decision.accept else self.models[result.job_id.split("/")[1]].defaults
-            self.state.pooled[result.job_id.split("/")[1]] = {"config": chosen, "accepted": result.decision.accept,
-                                                               "reason": result.decision.reason}
+            chosen = result.challenger if result.decision.accept else self.models[model].defaults
+            self.state.pooled[model] = {"config": chosen, "accepted": result.decision.accept,
+                                        "reason": result.decision.reason}
             self.console.pooled_done(result, chosen)
             self._save_state(force=True)
 
@@ -227,8 +233,18 @@ class Run:
             self.job_errors.setdefault(event.job_id, f"cannot write the trial log: {exc}")
         self.console.batch(event)
 
+    def _flush_log(self, job_id: str | None = None) -> None:
+        try:
+            self.run_dir.trials.flush(job_id)
+        except OSError as exc:
+            if job_id is None:
+                self.console.line(f"cannot write the trial log: {exc}", level="warning")
+            else:
+                self.job_errors.setdefault(job_id, f"cannot write the trial log: {exc}")
+
     def _on_done(self, event: JobDone) -> None:
         job = self.jobs[event.job_id]
+        self._flush_log(job.job_id)  # a job's trials are logged before its record is stored
         state = self.state.jobs.setdefault(job.job_id, JobState())
         state.attempts += event.attempts
         error, trace = event.error or self.job_errors.get(job.job_id, ""), event.traceback
@@ -255,9 +271,11 @@ class Run:
             self.console.line(f"{job_id}: cannot write {self.run_dir.errors_path}: {exc}")
 
     def _save_state(self, force: bool = False) -> None:
+        """``run.json`` and the stored configs' renames made durable: at most once a second, or now."""
         now = time.monotonic()
         if force or now - self._saved_at >= STATE_SAVE_INTERVAL_S:
             try:
+                self.store.sync()
                 self.run_dir.save_state(self.state)
                 self._saved_at = now
             except OSError as exc:

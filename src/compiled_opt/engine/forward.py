@@ -11,7 +11,7 @@ from rich.table import Table
 
 from compiled_opt.engine.config import Config
 from compiled_opt.engine.console import Console, out_of_sample_line
-from compiled_opt.engine.data import Series, windows
+from compiled_opt.engine.data import Series, check_history
 from compiled_opt.engine.driver import load_symbols
 from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.jobs import Worker, WorkerSetup
@@ -71,7 +71,7 @@ def forward_test(config: Config, plugins: Plugins | None = None, last: int | Non
             if params is None:
                 continue
             cls = plugins.backends.get(spec.backend)
-            windows(s, picked, max(cls.context_length(params), cls.context_length(spec.defaults)), horizon)
+            check_history(s, picked, max(cls.context_length(params), cls.context_length(spec.defaults)))
             work.append((s, name, params, record.status, picked))
     if not work:
         raise UsageError(f"no stored configs in {config.output.directory} for these symbols and models "

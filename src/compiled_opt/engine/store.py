@@ -1,4 +1,4 @@
-"""Stored configs, trial logs and run states, every file written atomically (temp file, fsync, rename).
+"""Stored configs, trial logs and run states, every file written atomically (temp file, rename).
 
 Formats are ``records``'; this module only puts them on disk and reads them back.
 """
@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,31 +20,40 @@ from compiled_opt.engine.records import SCHEMA_VERSION, RunState, StoredRecord, 
 BEST = "best"
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
+def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True, sync_dir: bool = True) -> None:
+    """Run ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``.
 
     A reader (or a run killed at any moment) sees either the old file or the new one, never a part.
+    ``durable`` fsyncs the file before the rename, so that holds through a power cut too (stored
+    configs), and, with ``sync_dir``, the folder after it, so the rename itself survives one; logs
+    that a resumed run can recompute skip both.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    if durable and sync_dir:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+def write_json(path: Path, payload: Mapping[str, Any], sync_dir: bool = True) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"), sync_dir=sync_dir)
 
 
 def read_json(path: Path) -> Any:
@@ -54,10 +64,24 @@ def read_json(path: Path) -> Any:
 
 
 class ConfigStore:
-    """``<root>/<model>/<SYMBOL>.json`` per model and ``<root>/best/<SYMBOL>.json`` across models."""
+    """``<root>/<model>/<SYMBOL>.json`` per model and ``<root>/best/<SYMBOL>.json`` across models.
+
+    Each file is fsynced before its rename; the folders' fsyncs (which make the renames themselves
+    survive a power cut) are gathered into ``sync``, which the driver calls about once a second.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.unsynced: set[Path] = set()
+
+    def _write(self, path: Path, payload: Mapping[str, Any]) -> None:
+        write_json(path, payload, sync_dir=False)
+        self.unsynced.add(path.parent)
+
+    def sync(self) -> None:
+        """Make every rename so far durable."""
+        while self.unsynced:
+            fsync_dir(self.unsynced.pop())
 
     def path(self, model: str, symbol: str) -> Path:
         return self.root / model / f"{symbol}.json"
@@ -69,7 +93,7 @@ class ConfigStore:
         return StoredRecord.from_json(read_json(path), str(path))
 
     def save(self, record: StoredRecord) -> None:
-        write_json(self.path(record.model, record.symbol), record.to_json())
+        self._write(self.path(record.model, record.symbol), record.to_json())
 
     def models(self) -> list[str]:
         """Every model folder with stored configs."""
@@ -90,24 +114,40 @@ class ConfigStore:
                                      selection_metric=metric)
         current = self.path(BEST, symbol)
         if not current.is_file() or read_json(current) != json.loads(json.dumps(chosen.to_json())):
-            write_json(current, chosen.to_json())
+            self._write(current, chosen.to_json())
         return chosen
 
 
 class TrialLog:
-    """``<run>/trials/``: one Parquet part file per finished batch, never rewritten; read back as one table."""
+    """``<run>/trials/``: Parquet part files of whole batches of one job, appended, never rewritten.
 
-    def __init__(self, run_dir: Path):
+    A job's finished batches are buffered and written as one part once ``flush_s`` seconds passed
+    since the first of them (0: every batch at once) or when ``flush`` is called (the driver does
+    when the job ends): many small files would cost the driver more than the jobs themselves. A run
+    killed before a flush loses those batches from the log only; resuming recomputes them.
+    """
+
+    def __init__(self, run_dir: Path, flush_s: float = 1.0):
         self.directory = Path(run_dir) / "trials"
+        self.flush_s = flush_s
+        self.pending: dict[tuple[str, str], tuple[int, float, list[TrialRow]]] = {}
 
-    def append(self, job: str, stage: str, batch: int, rows: Iterable[TrialRow]) -> Path:
+    def append(self, job: str, stage: str, batch: int, rows: Iterable[TrialRow]) -> None:
+        first, since, buffered = self.pending.setdefault((job, stage), (batch, time.monotonic(), []))
+        buffered.extend(rows)
+        if time.monotonic() - since >= self.flush_s:
+            self.flush(job)
+
+    def flush(self, job: str | None = None) -> None:
+        """Write the buffered batches of ``job`` (every job if ``None``) as one part each."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist([dataclasses.asdict(r) for r in rows], schema=trial_schema())
-        path = self.directory / f"{job.replace('/', '--')}--{stage}--{batch:05d}.parquet"
-        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-        return path
+        for key in [k for k in self.pending if job is None or k[0] == job]:
+            first, _, rows = self.pending.pop(key)
+            table = pa.Table.from_pylist([vars(r) for r in rows], schema=trial_schema())
+            path = self.directory / f"{key[0].replace('/', '--')}--{key[1]}--{first:05d}.parquet"
+            atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp), durable=False)
 
 
 def read_trials(run_dir: Path) -> list[TrialRow]:
@@ -130,10 +170,10 @@ def read_trials(run_dir: Path) -> list[TrialRow]:
 class RunDir:
     """``<runs>/<id>/``: ``run.json`` (the run state), ``trials/`` and ``errors.log``."""
 
-    def __init__(self, runs: Path, run_id: str):
+    def __init__(self, runs: Path, run_id: str, flush_s: float = 1.0):
         self.path = Path(runs) / run_id
         self.run_id = run_id
-        self.trials = TrialLog(self.path)
+        self.trials = TrialLog(self.path, flush_s)
 
     @property
     def state_path(self) -> Path:
