@@ -81,10 +81,23 @@ class OneStep(BootstrapBackend):
     max_horizon = 1
 
 
+class Persistence(BootstrapBackend):
+    """bootstrap whose `exact` mode forecasts the last close: no Monte Carlo noise."""
+
+    defaults = {**BootstrapBackend.defaults, "exact": False}
+
+    def encode(self, batch, params):
+        return {**super().encode(batch, params), "batch_last": batch.last_close}
+
+    def exact(self, state, params, aggregator):
+        return state["batch_last"][:, None].repeat(1, state["horizon"]) if params["exact"] else None
+
+
 @hookimpl
 def compiled_opt_register_backends(register):
     register("faulty", Faulty)
     register("one_step", OneStep)
+    register("persistence", Persistence)
 '''
 
 

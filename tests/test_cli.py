@@ -344,3 +344,60 @@ def test_evaluate_scores_stored_configs_and_defaults_on_any_rows(tmp_path, marke
     assert "APP" in text and "NU" in text and "MAE vs defaults" in text
     assert main(["evaluate", str(config), "--rows", "x"]) == 2
     assert "--rows: expected START:STOP" in capsys.readouterr().err
+
+
+def test_exact_mode_says_so_instead_of_monte_carlo_runs(tmp_path, market_dir, capsys, faulty_plugin):
+    models = ('[models.p]\nbackend = "persistence"\nfixed = { exact = true }\n'
+              'space = { lookback = { int = [10, 40] } }\n')
+    config = write_config(tmp_path, market_dir, trials=4, models=models)
+    assert main(["run", str(config), "--symbols", "APP"]) == 0
+    out = capsys.readouterr().out
+    assert "Eval runs per config: 1 (exact aggregates" in out and "Monte Carlo standard error" not in out
+    rec = record(tmp_path, "APP", "p")
+    assert rec["validation"]["exact"] and rec["validation"]["skill"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_change_below_the_evaluations_resolution_is_flagged(tmp_path, market_dir, capsys):
+    """Two configs differing only in 1e-9 of vol_scale: 'any_improvement' may accept, but flags it."""
+    models = ('[models.bootstrap]\nbackend = "bootstrap"\nfixed = { num_samples = 64, lookback = 60, aggregate = "mean" }\n'
+              'space = { vol_scale = { float = [0.999999999, 1.000000001] } }\n')
+    config = write_config(tmp_path, market_dir, trials=8, models=models)
+    assert main(["run", str(config)]) == 0
+    out = capsys.readouterr().out
+    flagged = 0
+    for symbol in ("APP", "NU"):
+        rec = record(tmp_path, symbol)
+        if rec["status"] == "tuned":
+            flagged += 1
+            assert rec["decision"]["below_resolution"] is True
+            assert "below the evaluation's resolution" in rec["decision"]["reason"]
+            assert rec["decision"]["stats"]["resolution_se"] == max(rec["validation"]["sem"],
+                                                                    rec["previous"]["rescored_validation"]["sem"])
+    assert out.count("(below resolution)") == flagged
+
+
+def test_the_summary_improvement_has_the_sign_of_the_decision_line(tmp_path, market_dir, capsys):
+    config = write_config(tmp_path, market_dir, trials=8)
+    assert main(["run", str(config), "--symbols", "APP"]) == 0
+    out = capsys.readouterr().out
+    improvement = out.split("Improvement: ")[1].split("%")[0]
+    row = next(line for line in out.splitlines() if line.startswith("APP "))
+    assert f"+{float(improvement):.2f}%" in row or f"{float(improvement):+.2f}%" in row
+
+
+def test_confirmation_seeds_are_drawn_anew_for_every_run_unless_the_seed_is_fixed(tmp_path, market_dir):
+    extra = '[acceptance]\npolicy = "paired"\n'
+    config = write_config(tmp_path, market_dir, trials=4, extra=extra)
+    seeds = []
+    for _ in range(2):
+        assert main(["run", str(config), "--symbols", "APP", "--force", "-q"]) == 0
+        rec = record(tmp_path, "APP")
+        seeds.append((rec["seeds"]["decision"], rec["seeds"]["run_seed"], rec["decision"]["stats"]["seeds"]))
+    assert seeds[0][0] != seeds[1][0] and seeds[0][1] != seeds[1][1]
+    assert seeds[0][2] == seeds[0][0]  # the policy was confirmed on exactly those recorded seeds
+    config.write_text(config.read_text().replace("[search]", "[search]\nseed = 5"))
+    fixed = []
+    for _ in range(2):
+        assert main(["run", str(config), "--symbols", "APP", "--force", "-q"]) == 0
+        fixed.append(record(tmp_path, "APP")["seeds"])
+    assert fixed[0] == fixed[1] and fixed[0]["run_seed"] == 5

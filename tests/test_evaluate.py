@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from compiled_opt.engine.backend import ContractError, Runtime
-from compiled_opt.engine.data import splits
+from compiled_opt.engine.data import read_series, splits
 from compiled_opt.engine.evaluate import Evaluator
 from compiled_opt.engine.registry import Plugins
 from compiled_opt.engine.randomness import Draws, derive_seeds
@@ -95,7 +95,8 @@ def test_sampling_only_change_does_not_encode_again(evaluator):
 
 def test_statistics(evaluator):
     ev = evaluator(PARAMS, (1, 2, 3))
-    assert ev.mean == pytest.approx(ev.errors.mean())
+    singles = [evaluator(PARAMS, (s,)).mean for s in (1, 2, 3)]
+    assert ev.mean == pytest.approx(np.mean(singles), rel=1e-12)  # the score is the mean of the runs' MAEs
     assert ev.sem == pytest.approx(ev.per_run.std(ddof=1) / np.sqrt(3))
     assert ev.window_sem == pytest.approx(ev.errors.mean(axis=0).std(ddof=1) / np.sqrt(30))
     record = Metrics.of(ev)
@@ -180,3 +181,33 @@ def test_runs_get_distinct_seeds_and_distinct_errors(evaluator):
     assert len(set(seeds)) == 5
     ev = evaluator(PARAMS, seeds)
     assert len({tuple(row) for row in ev.errors}) == 5
+
+
+def test_seed_and_stream_never_alias():
+    """compiled-opt 0.1 added seed and stream before mixing: (s, A) drew what (s + crc(A) - crc(B), B) drew."""
+    from compiled_opt.engine.randomness import stream_id
+
+    rows = torch.tensor([100, 101])
+    s = 12345
+    shifted = s + stream_id("a.stream") - stream_id("b.stream")
+    a = Draws((s,), rows).uniform("a.stream", 8)
+    b = Draws((shifted,), rows).uniform("b.stream", 8)
+    assert not torch.isclose(a, b).any()
+    assert derive_seeds(1, "decision", 3, "APP", "m") != derive_seeds(1, "decision", 3, "NU", "m")
+    assert derive_seeds(1, "decision", 3, 7) != derive_seeds(1, "decision", 3, 8)
+
+
+def test_judge_pairs_only_evaluations_of_the_same_windows_and_seeds(evaluator, market_dir):
+    from compiled_opt.engine.acceptance import judge, paired_differences
+    from compiled_opt.plugins.policies import AnyImprovement
+
+    verdict = judge(AnyImprovement(), evaluator, {**PARAMS, "vol_scale": 1.2}, PARAMS, (1, 2, 3), (4, 5, 6))
+    assert verdict.challenger.window_ids == verdict.incumbent.window_ids
+    assert verdict.challenger.seeds == verdict.incumbent.seeds == (1, 2, 3)  # no confirmation: the search's seeds
+    other = evaluator(PARAMS, (7, 8, 9))
+    with pytest.raises(ValueError, match="different seeds"):
+        paired_differences(verdict.challenger, other)
+    series = read_series(market_dir / "NU.parquet")
+    nu = Evaluator(BootstrapBackend(Runtime()), evaluator.aggregators, series, splits(len(series), 30, 20, 1).validation, 1)
+    with pytest.raises(ValueError, match="different windows"):
+        paired_differences(verdict.challenger, nu(PARAMS, (1, 2, 3)))

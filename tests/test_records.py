@@ -1,0 +1,86 @@
+"""The on-disk formats: versioned, refused when unknown, readable by the seed system's own store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compiled_opt.engine.cli import main
+from compiled_opt.engine.errors import UsageError
+from compiled_opt.engine.records import SCHEMA_VERSION, RunState, StoredRecord
+from compiled_opt.engine.store import ConfigStore, read_trials
+
+from conftest import write_config
+
+
+def seed_store_read(root: Path, model: str, symbol: str) -> dict:
+    """What the seed system's store does with a per-model file and with best/ (its documented access)."""
+    payload = json.loads((root / model / f"{symbol}.json").read_text())
+    validation = payload["validation"]
+    out = {"config": payload["config"], "validation": validation, "test": payload.get("test", validation),
+           "metadata": payload.get("metadata", {})}
+    best = json.loads((root / "best" / f"{symbol}.json").read_text())
+    out["best"] = (best["model"], best["config"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def stored_root(tmp_path_factory, market_dir):
+    tmp = tmp_path_factory.mktemp("records")
+    assert main(["run", str(write_config(tmp, market_dir, trials=4)), "-q"]) == 0
+    return tmp
+
+
+def test_the_seed_systems_store_reads_what_we_write(stored_root):
+    seen = seed_store_read(stored_root / "hyperparams", "bootstrap", "APP")
+    assert set(seen["config"]) == {"lookback", "vol_scale", "num_samples", "aggregate"}
+    for split in ("validation", "test"):
+        metrics = seen[split]
+        assert {"price_mae", "pct_return_mae", "latency_s", "num_predictions"} <= set(metrics)
+        assert 0 < metrics["pct_return_mae"] < 1 and metrics["price_mae"] > 0 and metrics["num_predictions"] > 0
+    assert seen["test"]["num_predictions"] == 60 and seen["validation"]["num_predictions"] == 90
+    assert seen["metadata"]["previous_mae"] is None and "compiled" in seen["metadata"]
+    assert seen["best"] == ("bootstrap", seen["config"])
+
+
+def test_records_round_trip_through_json(stored_root):
+    store = ConfigStore(stored_root / "hyperparams")
+    record = store.load("bootstrap", "NU")
+    payload = json.loads(json.dumps(record.to_json()))
+    assert payload["schema_version"] == SCHEMA_VERSION
+    assert StoredRecord.from_json(payload, "x") == record
+    run = next((stored_root / "runs").iterdir())
+    state = RunState.from_json(json.loads((run / "run.json").read_text()), "run.json")
+    assert set(state.jobs) == {"APP/bootstrap", "NU/bootstrap"} and state.jobs["NU/bootstrap"].state == "done"
+    assert {r.schema_version for r in read_trials(run)} == {SCHEMA_VERSION}
+
+
+@pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, "2", 0])
+def test_an_unknown_or_newer_version_is_refused(stored_root, version, capsys):
+    path = stored_root / "hyperparams" / "bootstrap" / "APP.json"
+    payload = json.loads(path.read_text())
+    with pytest.raises(UsageError, match=rf"^x.json: schema_version {version!r} is not one this compiled-opt reads"):
+        StoredRecord.from_json({**payload, "schema_version": version}, "x.json")
+
+
+def test_a_newer_stored_file_stops_the_run_before_any_work(tmp_path, market_dir, capsys):
+    config = write_config(tmp_path, market_dir, trials=4)
+    assert main(["run", str(config), "-q"]) == 0
+    path = tmp_path / "hyperparams" / "bootstrap" / "APP.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))
+    runs = sorted((tmp_path / "runs").iterdir())
+    capsys.readouterr()
+    assert main(["run", str(config)]) == 2
+    assert f"error: {path}: schema_version 99" in capsys.readouterr().err
+    assert sorted((tmp_path / "runs").iterdir()) == runs
+
+
+def test_a_version_1_record_is_read(stored_root):
+    """compiled-opt 0.1 wrote no schema_version, status or out-of-sample: still a usable incumbent."""
+    payload = json.loads((stored_root / "hyperparams" / "bootstrap" / "APP.json").read_text())
+    legacy = {k: v for k, v in payload.items() if k not in ("schema_version", "status", "out_of_sample", "search")}
+    record = StoredRecord.from_json(legacy, "old.json")
+    assert record.schema_version == 1 and record.status == "tuned" and record.out_of_sample is None
+    assert record.config == payload["config"]
