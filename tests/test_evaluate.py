@@ -211,3 +211,16 @@ def test_judge_pairs_only_evaluations_of_the_same_windows_and_seeds(evaluator, m
     nu = Evaluator(BootstrapBackend(Runtime()), evaluator.aggregators, series, splits(len(series), 30, 20, 1).validation, 1)
     with pytest.raises(ValueError, match="different windows"):
         paired_differences(verdict.challenger, nu(PARAMS, (1, 2, 3)))
+
+
+def test_keyed_integers_are_uniform_on_their_range():
+    from scipy import stats
+
+    draws = Draws(tuple(range(4)), torch.arange(50))
+    for high in (2, 7, 61, 250):
+        ints = draws.integers(high, "test.ints", 400, 1)
+        assert ints.dtype == torch.int64 and int(ints.min()) == 0 and int(ints.max()) == high - 1
+        counts = torch.bincount(ints.flatten(), minlength=high).numpy()
+        assert stats.chisquare(counts).pvalue > 1e-4
+    with pytest.raises(ValueError, match="high must be in"):
+        draws.integers(0, "test.ints", 4)
