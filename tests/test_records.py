@@ -84,3 +84,31 @@ def test_a_version_1_record_is_read(stored_root):
     record = StoredRecord.from_json(legacy, "old.json")
     assert record.schema_version == 1 and record.status == "tuned" and record.out_of_sample is None
     assert record.config == payload["config"]
+
+
+SEED_SYSTEM_RECORD = {  # the seed system's own per-model file (see DESIGN.md: output per symbol)
+    "symbol": "APP", "model": "bootstrap", "config": {"lookback": 33, "vol_scale": 1.1, "num_samples": 64,
+                                                      "aggregate": "mean"},
+    "validation": {"price_mae": 1.2, "pct_return_mae": 0.021, "latency_s": 3.5, "num_predictions": 30},
+    "test": {"price_mae": 1.4, "pct_return_mae": 0.024, "latency_s": 3.1, "num_predictions": 20},
+    "windows": {"val_window": 30, "test_window": 20, "forecast_horizon": 1},
+    "metadata": {"compiled": True, "compile_mode": "max-autotune", "previous_mae": 0.022},
+}
+
+
+def test_a_seed_system_record_is_read_and_serves_as_the_incumbent(tmp_path, market_dir, capsys):
+    record = StoredRecord.from_json(SEED_SYSTEM_RECORD, "seed.json")
+    assert record.schema_version == 1 and record.backend == "bootstrap" and record.validation.mae == 0.021
+    assert record.validation.sem != record.validation.sem  # unknown: NaN, not a made-up 0
+    config = write_config(tmp_path, market_dir, trials=4)
+    path = tmp_path / "hyperparams" / "bootstrap" / "APP.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(SEED_SYSTEM_RECORD))
+    assert main(["run", str(config), "--symbols", "APP"]) == 0
+    assert "Reference: stored config" in capsys.readouterr().out
+
+
+def test_stored_files_are_readable_by_other_users(stored_root):
+    """Trading code often runs as another user: files get the umask's mode, not mkstemp's 0600."""
+    for path in (stored_root / "hyperparams").rglob("*.json"):
+        assert path.stat().st_mode & 0o044 == 0o044, path

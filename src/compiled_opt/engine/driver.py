@@ -120,7 +120,8 @@ class Run:
                      tuple(derive_seeds(e.seed, "decision", e.eval_runs, self.state.run_seed, *key)),
                      tuple(derive_seeds(e.seed, "gate", e.eval_runs, self.state.run_seed, *key)))
 
-    def _search_spec(self, model: ModelSpec) -> SearchSpec:
+    def _search_spec(self, model: ModelSpec, job_id: str) -> SearchSpec:
+        """The search of one job: its own optimizer seed, derived from the run's (symbols explore differently)."""
         s = self.config.search
         cost = exhaustive_cost(model.space, self.plugins.backends.get(model.backend).samples_param
                                if model.max_samples else None)
@@ -128,7 +129,8 @@ class Run:
         if s.exhaustive == "always" and cost is None:
             raise UsageError(f"model {model.name!r}: exhaustive search needs a space of choices only",
                              self.config.where("search.exhaustive"))
-        return SearchSpec(s.optimizer, s.trials, s.batch, self.state.run_seed, exhaustive)
+        seed = derive_seeds(self.state.run_seed, "optimizer", 1, *job_id.split("/"))[0]
+        return SearchSpec(s.optimizer, s.trials, s.batch, seed, exhaustive)
 
     def _job(self, model: ModelSpec, series: Sequence[Series], stage: str, reference: dict[str, Any], kind: str,
              pooled: dict[str, Any] | None, logged: list[TrialRow]) -> JobSpec:
@@ -138,7 +140,7 @@ class Run:
         return JobSpec(
             job_id=job_id, run_id=self.run_dir.run_id, model=model.name, backend=model.backend, stage=stage, series=tuple(series),
             validation=tuple(c.validation for c in cuts), test=tuple(c.test for c in cuts), horizon=d.horizon,
-            metric=cfg.evaluation.metric, seeds=self._seeds(*job_id.split("/")), search=self._search_spec(model),
+            metric=cfg.evaluation.metric, seeds=self._seeds(*job_id.split("/")), search=self._search_spec(model, job_id),
             policy=cfg.acceptance.policy, policy_options=dict(cfg.acceptance.options), reference=reference,
             reference_kind=kind, pooled=pooled, pooled_alpha=cfg.pooled.alpha,
             replay=logged_trials([r for r in logged if r.job == job_id and r.stage == stage]),
@@ -260,6 +262,7 @@ class Run:
             self._log_failure(job.job_id, error, trace)
         else:
             state.state, state.status = "done", outcome.status
+        state.outcome = dataclasses.asdict(outcome)
         self.outcomes[job.job_id] = outcome
         self.console.job_done(job, event.result, outcome, error, trace if self.debug else "")
         self._save_state()
@@ -327,7 +330,8 @@ class Run:
                      "validation_rows": [job.validation[0].start, job.validation[0].stop - 1],
                      "test_rows": [job.test[0].start, job.test[0].stop - 1]},
             eval_runs=cfg.evaluation.eval_runs,
-            seeds={"search": list(job.seeds.search), "decision": list(job.seeds.decision), "run_seed": self.state.run_seed},
+            seeds={"search": list(job.seeds.search), "decision": list(job.seeds.decision), "run_seed": self.state.run_seed,
+                   "optimizer": job.search.seed},
             decision={"accepted": decision.accept, "forced": status == "forced", "reason": decision.reason,
                       "policy": cfg.acceptance.policy, "options": cfg.acceptance.options, "stats": decision.stats,
                       "below_resolution": bool(decision.stats.get("below_resolution")), "pooled_gate": result.gate},

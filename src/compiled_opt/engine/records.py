@@ -11,6 +11,7 @@ A stored config stays readable by the seed system's own store, which reads ``con
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,9 +139,14 @@ class StoredRecord:
         return int(self.metadata.get("generation", 0))
 
 
+# What a record of the seed system (or of compiled-opt 0.1) may lack: unknown spreads are NaN, not 0.
+LEGACY_METRICS = {"metric": "pct_return_mae", "std": math.nan, "sem": math.nan, "window_sd": math.nan,
+                  "per_run": [], "exact": False, "seeds": []}
+
+
 def _metrics(raw: dict[str, Any]) -> Metrics:
     names = {f.name for f in dataclasses.fields(Metrics)}
-    return Metrics(**{k: v for k, v in raw.items() if k in names})
+    return Metrics(**{**LEGACY_METRICS, **{k: v for k, v in raw.items() if k in names}})
 
 
 def _version(payload: Any, where: str, legacy: int | None = None) -> int:
@@ -154,10 +160,13 @@ def _version(payload: Any, where: str, legacy: int | None = None) -> int:
 
 
 def _from_v1(payload: dict[str, Any]) -> dict[str, Any]:
-    """A compiled-opt 0.1 record: the same fields, without status, out-of-sample and search summary."""
+    """A record without ``schema_version``: compiled-opt 0.1's, or the seed system's own (symbol, model,
+    config, validation, test, windows, metadata). What they lack is left empty; the backend is taken
+    to be the model's name."""
     forced = payload.get("decision", {}).get("forced", False)
-    return {**payload, "status": "forced" if forced else "tuned", "out_of_sample": None,
-            "search": payload.get("search", {}), "schema_version": 1}
+    empty = {"windows": {}, "eval_runs": 0, "seeds": {}, "decision": {}, "previous": {}, "search": {}, "metadata": {}}
+    return {**empty, "backend": payload.get("model"), **payload, "status": "forced" if forced else "tuned",
+            "out_of_sample": None, "test": payload.get("test", payload.get("validation")), "schema_version": 1}
 
 
 @dataclass(frozen=True)
@@ -205,6 +214,7 @@ class JobState:
     attempts: int = 0
     error: str = ""
     status: str = ""  # the summary's status once done
+    outcome: dict[str, Any] = field(default_factory=dict)  # the summary's line, stored or not
 
 
 @dataclass

@@ -32,6 +32,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _new_file_mode())  # not mkstemp's 0600
         write(Path(tmp))
         if durable:
             with open(tmp, "rb+") as fh:
@@ -42,6 +43,13 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
         raise
     if durable and sync_dir:
         fsync_dir(path.parent)
+
+
+def _new_file_mode() -> int:
+    """The mode ``open`` would give a new file under the current umask (e.g. 0644)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def fsync_dir(directory: Path) -> None:
