@@ -3,7 +3,8 @@
 A simulated stochastic backend (``SimBackend``: forecast samples around the last close with a
 config-dependent bias and spread, drawn from the engine's keyed ``Draws``) is scored by the real
 ``Evaluator`` on a real symbol's last 30 validation windows, and every registered policy decides
-through the real ``judge`` flow. For each policy (and each scope of ``paired``) it prints:
+through the real ``judge`` flow (``sequential`` adds runs in stages through it). For each policy
+(and each scope of ``paired``) it prints:
 
 - ``aa_accept``: the challenger is identical in truth to the incumbent (another config id, so
   independent draws);
@@ -14,7 +15,10 @@ through the real ``judge`` flow. For each policy (and each scope of ``paired``) 
   shares the incumbent's first draws but not all of them.
 
 Each rate comes from ``--reps`` repetitions, each with its own base seed (search and confirmation
-seeds derived from it as the runner does), with a 95% Wilson interval.
+seeds derived from it as the runner does), with a 95% Wilson interval, and the mean runs per config
+each decision spent. For the tests it also checks the printed numbers against the repetitions: the
+reported standard error of the (first-stage) mean difference against its sd over repetitions, and
+how often the p-value is at or below 0.01 and 0.05 when the challenger is no better.
 
     python benchmarks/acceptance_sim.py --json      # one JSON object
     python benchmarks/acceptance_sim.py --table     # a readable table
@@ -45,7 +49,8 @@ SCENARIOS = ("aa_accept", "flat_accept", "power_1pct", "power_2pct", "power_5pct
 EFFECTS = {"power_1pct": 0.01, "power_2pct": 0.02, "power_5pct": 0.05}
 # Beyond each registered policy at its defaults: what confirmation changes, both ways.
 EXTRA_VARIANTS = (("paired", {"scope": "windows"}), ("any_improvement", {"confirm": True}),
-                  ("paired", {"scope": "runs", "confirm": False}))
+                  ("paired", {"scope": "runs", "confirm": False}), ("sequential", {"spending": "obrien_fleming"}),
+                  ("sequential", {"futility": 0}))
 TARGET_SPREAD_PCT = 1.2
 VOL_LOOKBACK = 20
 
@@ -192,9 +197,32 @@ def flat_winners(ev: Evaluator, incumbent: Mapping[str, Any], trials: int,
     return [{**incumbent, "config_id": int(i) + 1} for i in scores.argmin(axis=0)]
 
 
+def first_look(stats: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The mean difference and its reported standard error at the first look (the only one of a fixed test)."""
+    first = stats["stages"][0] if stats.get("stages") else stats
+    if first.get("se_difference") is None or first.get("mean_difference") is None:
+        return None
+    return first["mean_difference"], first["se_difference"]
+
+
+def summarise(accepts: list[bool], runs: list[int], looks: list[tuple[float, float] | None],
+              p_values: list[float | None]) -> dict[str, Any]:
+    """A scenario's acceptance rate with its interval, mean runs, and the checks of the printed numbers."""
+    n = len(accepts)
+    out: dict[str, Any] = {"rate": sum(accepts) / n, "ci95": wilson(sum(accepts), n), "mean_runs": float(np.mean(runs))}
+    if all(look is not None for look in looks):
+        diff, se = np.array(looks).T
+        out["se_check"] = {"sd_of_mean_difference": float(diff.std(ddof=1)),
+                           "rms_reported_se": float(np.sqrt(np.mean(se**2)))}
+    if all(p is not None for p in p_values):
+        p = np.array(p_values)
+        out["p_at_or_below"] = {"0.01": float((p <= 0.01).mean()), "0.05": float((p <= 0.05).mean())}
+    return out
+
+
 def simulate(ev: Evaluator, plugins: Plugins, cal: dict[str, Any], reps: int, runs: int, trials: int,
              seed: int) -> dict[str, dict[str, Any]]:
-    """Acceptance counts of every variant in every scenario, over ``reps`` repetitions."""
+    """Every variant in every scenario over ``reps`` repetitions: acceptance rates, runs spent, checks."""
     incumbent = cal["incumbent"]
     better = {name: {**cal["challenger"], "bias": fact["bias"]} for name, fact in cal["facts"]["biases"].items()}
     base = derive_seeds(seed, "repetition", reps)
@@ -202,34 +230,48 @@ def simulate(ev: Evaluator, plugins: Plugins, cal: dict[str, Any], reps: int, ru
     fresh = [derive_seeds(b, "confirm", runs) for b in base]
     winners = flat_winners(ev, incumbent, trials, search)
     chosen = variants(plugins)
-    hits = {label: dict.fromkeys(SCENARIOS, 0) for label, _ in chosen}
+    seen = {label: {s: ([], [], [], []) for s in SCENARIOS} for label, _ in chosen}
     for rep in range(reps):
         memo = Memo(ev)
         challengers = {"aa_accept": {**incumbent, "config_id": 1}, "flat_accept": winners[rep], **better}
         for label, policy in chosen:
             for scenario, challenger in challengers.items():
                 verdict = judge(policy, memo, challenger, incumbent, tuple(search[rep]), tuple(fresh[rep]))
-                hits[label][scenario] += verdict.decision.accept
-    return {label: {s: {"rate": k / reps, "ci95": wilson(k, reps)} for s, k in counts.items()}
-            for label, counts in hits.items()}
+                stats = verdict.decision.stats
+                for column, value in zip(seen[label][scenario], (verdict.decision.accept, verdict.challenger.runs,
+                                                                 first_look(stats), stats.get("p_value")), strict=True):
+                    column.append(value)
+    return {label: {s: summarise(*columns) for s, columns in scenarios.items()} for label, scenarios in seen.items()}
 
 
+# label -> (scenario, measure, op, value); measure "rate", "ci_high" (the 95% interval's upper end) or
+# "mean_runs" (value as a multiple of the fixed design's runs). `sequential`'s are issue 13's.
 TARGETS = {
-    "paired[scope=runs]": {"aa_accept": ("<=", 0.05), "flat_accept": ("<=", 0.05), "power_1pct": (">=", 0.80)},
-    "paired[scope=windows]": {"aa_accept": ("<=", 0.05), "flat_accept": ("<=", 0.05)},
-    "any_improvement": {"aa_accept": ("~", 0.5), "flat_accept": ("~", 1.0)},
+    "paired[scope=runs]": [("aa_accept", "rate", "<=", 0.05), ("flat_accept", "rate", "<=", 0.05),
+                           ("power_1pct", "rate", ">=", 0.80)],
+    "paired[scope=windows]": [("aa_accept", "rate", "<=", 0.05), ("flat_accept", "rate", "<=", 0.05)],
+    "any_improvement": [("aa_accept", "rate", "~", 0.5), ("flat_accept", "rate", "~", 1.0)],
+    "sequential": [("aa_accept", "rate", "<=", 0.05), ("flat_accept", "rate", "<=", 0.05),
+                   ("flat_accept", "ci_high", "<=", 0.07), ("power_1pct", "rate", ">=", 0.90),
+                   *((s, "mean_runs", "<=", 2.0) for s in SCENARIOS)],
 }
 
 
-def check_targets(rates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each target with its estimate: ``met`` by the point estimate, ``consistent`` within the 95% interval."""
+def check_targets(rates: dict[str, dict[str, Any]], runs: int) -> dict[str, dict[str, Any]]:
+    """Each target with its estimate: ``met`` by the point estimate, ``consistent`` within the 95% interval
+    (for ``ci_high`` and ``mean_runs`` the same as ``met``)."""
     out: dict[str, dict[str, Any]] = {}
     for label, goals in TARGETS.items():
-        for scenario, (op, value) in goals.items():
-            rate, (lo, hi) = rates[label][scenario]["rate"], rates[label][scenario]["ci95"]
-            met = {"<=": rate <= value, ">=": rate >= value, "~": abs(rate - value) <= 0.1}[op]
-            consistent = {"<=": lo <= value, ">=": hi >= value, "~": lo - 0.1 <= value <= hi + 0.1}[op]
-            out.setdefault(label, {})[scenario] = {"target": f"{op} {value}", "met": met, "consistent": consistent}
+        for scenario, measure, op, value in goals:
+            r = rates[label][scenario]
+            lo, hi = r["ci95"]
+            estimate = {"rate": r["rate"], "ci_high": hi, "mean_runs": r["mean_runs"]}[measure]
+            limit = value * runs if measure == "mean_runs" else value
+            met = {"<=": estimate <= limit, ">=": estimate >= limit, "~": abs(estimate - limit) <= 0.1}[op]
+            consistent = met if measure != "rate" else {"<=": lo <= limit, ">=": hi >= limit,
+                                                         "~": lo - 0.1 <= limit <= hi + 0.1}[op]
+            out.setdefault(label, {})[f"{scenario}.{measure}"] = {"target": f"{op} {limit:g}", "estimate": estimate,
+                                                                   "met": met, "consistent": consistent}
     return out
 
 
@@ -250,21 +292,35 @@ def run(symbol: str = "AEM", reps: int = 400, runs: int = 3, windows: int = 30, 
                      "sample_ratio": sample_ratio, "seed": seed, "device": device},
         "calibration": cal["facts"],
         "policies": rates,
-        "targets": check_targets(rates),
+        "targets": check_targets(rates, runs),
         "elapsed_s": time.perf_counter() - start,
     }
 
 
 def table(result: dict[str, Any]) -> str:
-    """The rates as a fixed-width table, one row per policy variant."""
-    rows = [f"{'policy':34s}" + "".join(f"{s:>22s}" for s in SCENARIOS)]
+    """The rates as a fixed-width table, one row per policy variant, then runs spent and the checks."""
+    width = max(map(len, result["policies"])) + 2
+    rows = [f"{'policy':{width}s}" + "".join(f"{s:>22s}" for s in SCENARIOS)]
     for label, rates in result["policies"].items():
         cells = (f"{r['rate']:.3f} [{r['ci95'][0]:.3f},{r['ci95'][1]:.3f}]" for r in rates.values())
-        rows.append(f"{label:34s}" + "".join(f"{c:>22s}" for c in cells))
+        rows.append(f"{label:{width}s}" + "".join(f"{c:>22s}" for c in cells))
+    rows.append(f"\nmean runs per config and decision\n{'policy':{width}s}" + "".join(f"{s:>13s}" for s in SCENARIOS))
+    for label, rates in result["policies"].items():
+        rows.append(f"{label:{width}s}" + "".join(f"{r['mean_runs']:13.2f}" for r in rates.values()))
+    rows.append("\nchecks: sd of the first-look mean difference over repetitions / rms reported SE; p <= 0.01, 0.05")
+    for label, rates in result["policies"].items():
+        for scenario, r in rates.items():
+            if "se_check" in r and scenario in ("aa_accept", "power_1pct"):
+                c, p = r["se_check"], r.get("p_at_or_below", {})
+                rows.append(f"{label:{width}s}{scenario:12s} {c['sd_of_mean_difference']:.3g} / {c['rms_reported_se']:.3g}"
+                            + (f"; {p['0.01']:.3f}, {p['0.05']:.3f}" if p and scenario == "aa_accept" else ""))
     cal = result["calibration"]
     rows.append(f"\n{result['settings']}\nrun-to-run MAE spread {cal['run_to_run_spread_pct']:.2f}% of the mean;"
                 f" samples {cal['samples']}; biases " + ", ".join(
                     f"{k}: {v['bias']:.4f} ({v['measured_pct']:.2f}%)" for k, v in cal["biases"].items()))
+    missed = [f"{label} {key} {t['target']} (got {t['estimate']:.3g})" for label, goals in result["targets"].items()
+              for key, t in goals.items() if not t["met"]]
+    rows.append("targets: " + ("all met" if not missed else "missed: " + "; ".join(missed)))
     return "\n".join(rows)
 
 

@@ -26,7 +26,7 @@ REQUIRED = ("challenger_mean", "incumbent_mean", "mean_difference", "se_differen
 def evaluation(errors, seeds=(11, 12, 13, 14, 15, 16), exact=False) -> Evaluation:
     errors = np.asarray(errors, dtype=float)
     return Evaluation(errors=errors, price_errors=100 * errors, seeds=() if exact else tuple(seeds[: len(errors)]),
-                      window_rows=tuple(range(100, 100 + errors.shape[1])), latency_s=0.0, exact=exact)
+                      window_ids=tuple(range(100, 100 + errors.shape[1])), latency_s=0.0, exact=exact)
 
 
 def pair(gain=0.0, runs=3, windows=30, mc=0.001, shared=0.9, seed=0):
@@ -177,10 +177,10 @@ def test_one_run_cannot_be_tested_over_runs():
 
 def test_unpairable_evaluations_are_refused():
     ch, inc = pair()
-    shifted = Evaluation(ch.errors, ch.price_errors, ch.seeds, tuple(r + 1 for r in ch.window_rows), 0.0)
+    shifted = Evaluation(ch.errors, ch.price_errors, ch.seeds, tuple(r + 1 for r in ch.window_ids), 0.0)
     with pytest.raises(ValueError, match="different windows"):
         Paired().decide(shifted, inc)
-    with pytest.raises(ValueError, match="cannot pair 2"):
+    with pytest.raises(ValueError, match="different seeds"):
         Paired().decide(evaluation(ch.errors[:2]), inc)
 
 
@@ -223,6 +223,13 @@ def test_quick_simulation_separates_the_policies(sim):
     assert rates["paired[scope=runs]"]["flat_accept"]["rate"] <= 0.15
     assert rates["paired[scope=runs,confirm=false]"]["flat_accept"]["rate"] >= 0.25
     assert rates["paired[scope=runs]"]["power_5pct"]["rate"] >= 0.9
+    assert rates["sequential"]["aa_accept"]["rate"] <= 0.15 and rates["sequential"]["flat_accept"]["rate"] <= 0.15
+    assert rates["sequential"]["power_1pct"]["rate"] >= 0.85
+    assert all(r["mean_runs"] == 3 for r in rates["paired[scope=runs]"].values())
+    assert all(3 <= r["mean_runs"] <= 6 for r in rates["sequential"].values())
+    assert rates["sequential[futility=0]"]["aa_accept"]["mean_runs"] > 10  # equal configs go to the last look
+    check = rates["paired[scope=runs]"]["power_1pct"]["se_check"]  # the reported SE is the sd over repetitions
+    assert check["rms_reported_se"] == pytest.approx(check["sd_of_mean_difference"], rel=0.3)
     assert abs(result["calibration"]["run_to_run_spread_pct"] - 1.2) < 0.05
     json.dumps(result, allow_nan=False)
 

@@ -64,6 +64,8 @@ class Paired(Policy):
     future windows. ``confirm`` (default on) re-scores both configs on fresh seeds first.
     """
 
+    name = "paired"
+
     def __init__(self, scope: str = "runs", alpha: float = 0.05, min_effect: float = 0.0, confirm: bool = True):
         if scope not in SCOPES:
             raise ValueError(f"scope must be 'runs' or 'windows', not {scope!r}")
@@ -74,11 +76,25 @@ class Paired(Policy):
         self.scope, self.alpha, self.min_effect, self.confirm = scope, alpha, min_effect, bool(confirm)
 
     def decide(self, challenger: Evaluation, incumbent: Evaluation) -> Decision:
+        stats, text, runs_t, windows_t = self.describe(challenger, incumbent)
+        if self.scope == "runs" and challenger.exact and incumbent.exact:
+            return self._sign_only(stats, text, "exact evaluations, no Monte Carlo noise")
+        test = runs_t if self.scope == "runs" else windows_t
+        if test is None:
+            need = "2 evaluation runs (--eval-runs 2 or more)" if self.scope == "runs" else "2 validation windows"
+            stats.update(test="none", statistic=None, df=None, p_value=None, se_difference=None, lower_bound=None)
+            return Decision(False, f"Cannot test: scope {self.scope!r} needs at least {need}; {text}", stats)
+        if test.se == 0:
+            return self._sign_only(stats, text, f"the difference has no spread over {self.scope}")
+        return self._t_decision(stats, text, test, stats["margin"], incumbent.mean)
+
+    def describe(self, challenger: Evaluation, incumbent: Evaluation) -> tuple[dict, str, Test | None, Test | None]:
+        """The stats every decision records, the improvement text, and the runs and windows tests."""
         d = paired_differences(challenger, incumbent)
         margin = self.min_effect * incumbent.mean
         runs_t, windows_t = runs_test(d), windows_test(d)
         stats = {
-            "policy": "paired",
+            "policy": self.name,
             "scope": self.scope,
             "alpha": self.alpha,
             "min_effect": self.min_effect,
@@ -97,17 +113,7 @@ class Paired(Policy):
             "mc_se": runs_t.se if runs_t else None,
             "window_se": windows_t.se if windows_t else None,
         }
-        text = improvement_text(challenger, incumbent)
-        if self.scope == "runs" and challenger.exact and incumbent.exact:
-            return self._sign_only(stats, text, "exact evaluations, no Monte Carlo noise")
-        test = runs_t if self.scope == "runs" else windows_t
-        if test is None:
-            need = "2 evaluation runs (--eval-runs 2 or more)" if self.scope == "runs" else "2 validation windows"
-            stats.update(test="none", statistic=None, df=None, p_value=None, se_difference=None, lower_bound=None)
-            return Decision(False, f"Cannot test: scope {self.scope!r} needs at least {need}; {text}", stats)
-        if test.se == 0:
-            return self._sign_only(stats, text, f"the difference has no spread over {self.scope}")
-        return self._t_decision(stats, text, test, margin, incumbent.mean)
+        return stats, improvement_text(challenger, incumbent), runs_t, windows_t
 
     def _sign_only(self, stats: dict, text: str, why: str) -> Decision:
         gain = stats["relative_improvement"]

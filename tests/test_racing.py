@@ -1,0 +1,113 @@
+"""Racing in the search: the leader gets every run, clearly worse candidates stop early, only new runs
+are evaluated, equal candidates are rarely stopped, the search recommends the leader, and a resumed
+racing search continues exactly as the uninterrupted one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiled_opt.engine.acceptance import more_seeds
+from compiled_opt.engine.backend import Runtime
+from compiled_opt.engine.data import splits
+from compiled_opt.engine.evaluate import Evaluator
+from compiled_opt.engine.racing import Race
+from compiled_opt.engine.randomness import derive_seeds
+from compiled_opt.engine.registry import Plugins
+from compiled_opt.engine.search import Logged, ScoreMemo, params_key, search
+from compiled_opt.engine.space import Choices, Range
+from compiled_opt.plugins.bootstrap import BootstrapBackend
+from test_sequential import Synthetic, config
+
+SEEDS = (11, 12, 13)
+SPACE = {"lookback": Range(10, 120, integer=True), "vol_scale": Range(0.3, 2.0, log=True),
+         "aggregate": Choices(("mean", "median", "quantile_0.30")), "num_samples": Choices((32, 64, 128), ordered=True)}
+
+
+def test_the_leader_gets_every_run_and_a_clearly_worse_candidate_stops_at_the_first_look():
+    ev = Synthetic()
+    race = Race(ScoreMemo(ev))
+    extended = more_seeds(SEEDS, 12)
+    leader, _ = race.lookup(config("a", id=0), SEEDS)
+    assert leader.runs == 12 and leader.seeds == extended
+    assert ev.calls == [("a", extended[:3]), ("a", extended[3:6]), ("a", extended[6:12])]
+    worse, known = race.lookup(config("b", -0.05, id=1), SEEDS)
+    assert worse.runs == 3 and not known and worse.mean > leader.mean
+    assert ev.calls[3:] == [("b", extended[:3])]  # the leader's runs came from the memo
+    better, _ = race.lookup(config("c", 0.02, id=2), SEEDS)
+    assert better.runs == 12 and race.leader == (config("c", 0.02, id=2), better.mean)
+    again, known = race.lookup(config("b", -0.05, id=1), SEEDS)
+    assert known and again.runs == 3
+    assert race.summary()["stopped"] == {"1": 2} and race.summary()["full"] == 2
+
+
+def test_equal_candidates_are_rarely_stopped():
+    """A candidate as good as the leader is stopped at most about alpha of the time (here: 300 races)."""
+    stopped = []
+    for base in range(300):
+        seeds = tuple(derive_seeds(base, "search", 3))
+        race = Race(ScoreMemo(Synthetic(shared=0.5)))
+        race.lookup(config("a", id=0), seeds)
+        stopped.append(race.lookup(config("b", id=1), seeds)[0].runs < 12)
+    assert np.mean(stopped) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 300)
+
+
+def test_exact_candidates_are_not_raced():
+    ev = Synthetic()
+    race = Race(ScoreMemo(ev))
+    race.lookup(config("a", id=0), SEEDS)
+    exact, _ = race.lookup(config("x", 0.01, exact=True), SEEDS)
+    assert exact.exact and race.leader[0]["name"] == "x"
+    worse, _ = race.lookup(config("b", -0.05, id=1), SEEDS)  # raced against the exact leader
+    assert worse.runs == 3
+
+
+@pytest.fixture
+def bootstrap(app_series):
+    plugins = Plugins.load()
+    rows = splits(len(app_series), 30, 20, 1).validation
+    return Evaluator(BootstrapBackend(Runtime()), {n: plugins.aggregators.get(n) for n in plugins.aggregators},
+                     app_series, rows, 1, max_samples=128)
+
+
+def race_search(memo, replay=(), **kw):
+    race = Race(memo, replay=replay)
+    batches = []
+    result = search(race, SPACE, dict(BootstrapBackend.defaults), SEEDS, optimizer="NGOpt", trials=16, batch=4,
+                    seed=3, incumbent=BootstrapBackend.defaults, replay=replay, on_batch=batches.append, **kw)
+    return result, batches, race
+
+
+def test_racing_search_recommends_the_leader_and_spends_fewer_runs(bootstrap):
+    counted = []
+
+    def counting(params, seeds):
+        counted.append(len(seeds))
+        return bootstrap(params, seeds)
+
+    result, _, race = race_search(ScoreMemo(counting))
+    runs = [t.evaluation.runs for t in result.trials]
+    assert result.recommendation == race.leader[0] and set(runs) <= {3, 6, 12} and 3 in runs
+    best = min(t.score for t in result.trials)
+    assert next(t for t in result.trials if t.params == result.recommendation).evaluation.runs == 12
+    assert all(t.score > best for t in result.trials if t.evaluation.runs < 12)
+    reached: dict[str, int] = {}  # every run is evaluated once: a config costs the most runs it reached
+    for t in result.trials:
+        reached[params_key(t.params)] = max(reached.get(params_key(t.params), 0), t.evaluation.runs)
+    assert sum(counted) == sum(reached.values()) < 12 * len(reached)
+
+
+def test_resumed_racing_search_continues_identically(bootstrap):
+    full, batches, _ = race_search(ScoreMemo(bootstrap))
+    logged = [Logged(t.params, t.score) for b in batches[:2] for t in b]
+    resumed, _, _ = race_search(ScoreMemo(bootstrap), replay=logged)
+    assert [t.params for t in resumed.trials] == [t.params for t in full.trials]
+    assert [t.score for t in resumed.trials] == [t.score for t in full.trials]
+    assert resumed.recommendation == full.recommendation
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="spending must be one of"):
+        Race(ScoreMemo(Synthetic()), spending="x")
+    with pytest.raises(ValueError, match="alpha must be between 0 and 0.5"):
+        Race(ScoreMemo(Synthetic()), alpha=0.5)
