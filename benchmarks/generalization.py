@@ -44,6 +44,8 @@ DESIGNS = {
     "30 windows + pooled": dict(val_window=30, pooled=True),
     "120 windows + pooled": dict(val_window=120, pooled=True),
     "250 windows + pooled": dict(val_window=250, pooled=True),
+    "250 windows, 100 trials": dict(val_window=250, trials=100),
+    "120 windows + pooled, 100 trials": dict(val_window=120, pooled=True, trials=100),
     "250 windows + pooled, 100 trials": dict(val_window=250, pooled=True, trials=100),
 }
 

@@ -36,10 +36,12 @@ fixed = { num_samples = 64 }
 space = { lookback = { int = [10, 80] }, vol_scale = { float = [0.5, 1.5] }, aggregate = { choice = ["mean", "median"] } }
 """
     path = directory / "compiled_opt.toml"
-    path.write_text(f"""
+    pooled = "" if "[pooled]" in extra else "[pooled]\nenabled = false\n"  # small and quick, unlike the defaults
+    path.write_text(f"""{pooled}
 [data]
 directory = "{data_dir}"
 symbols = ["APP", "NU"]
+val_window = 30
 [search]
 trials = {trials}
 batch = 4

@@ -401,3 +401,15 @@ def test_confirmation_seeds_are_drawn_anew_for_every_run_unless_the_seed_is_fixe
         assert main(["run", str(config), "--symbols", "APP", "--force", "-q"]) == 0
         fixed.append(record(tmp_path, "APP")["seeds"])
     assert fixed[0] == fixed[1] and fixed[0]["run_seed"] == 5
+
+
+def test_fast_mode_falls_back_on_a_cpu_machine_with_a_notice(tmp_path, market_dir, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = write_config(tmp_path, market_dir, trials=4)
+    assert main(["run", str(config), "--symbols", "APP", "--fast"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("fast mode: no CUDA device here, running with the normal CPU settings")
+    meta = record(tmp_path, "APP")["metadata"]
+    assert (meta["mode"], meta["device"], meta["dtype"], meta["compiled"]) == ("fast", "cpu", "float32", False)

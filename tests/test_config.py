@@ -19,7 +19,7 @@ def test_bundled_config_loads_with_typed_sections():
     cfg = load_config(ROOT / "compiled_opt.toml")
     assert cfg.evaluation.eval_runs == 3 and cfg.acceptance.policy == "any_improvement"
     assert cfg.acceptance.options == {"threshold": 0.0}
-    assert cfg.data.directory == ROOT / "data" and cfg.data.val_window == 30 and cfg.data.test_window == 20
+    assert cfg.data.directory == ROOT / "data" and cfg.data.val_window == 250 and cfg.data.test_window == 20 and cfg.pooled.enabled
     space = cfg.models["bootstrap"].space
     assert space["lookback"] == Range(10, 250, integer=True, log=True)
     assert isinstance(space["aggregate"], Choices) and not space["aggregate"].ordered
@@ -30,7 +30,8 @@ def test_defaults_fill_missing_sections(tmp_path):
     path.write_text('[models.m]\nbackend = "bootstrap"\n')
     cfg = load_config(path)
     assert cfg.search.optimizer == "TwoPointsDE" and cfg.runtime.device == "auto" and cfg.models["m"].space is None
-    assert cfg.search.seed == "auto" and cfg.runtime.executor == "local" and not cfg.pooled.enabled
+    assert cfg.search.seed == "auto" and cfg.runtime.executor == "local" and cfg.pooled.enabled
+    assert cfg.data.val_window == 250 and cfg.search.trials == 100  # the defaults benchmarks/generalization.py chose
 
 
 @pytest.mark.parametrize("text, where, words", [

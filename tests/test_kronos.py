@@ -19,12 +19,8 @@ from compiled_opt.engine.evaluate import Evaluator
 from compiled_opt.engine.registry import Plugins
 from compiled_opt.engine.randomness import Draws, derive_seeds
 from compiled_opt.plugins.kronos import KronosBackend, gumbel_pick, time_features
+from compiled_opt.plugins.kronos.checkpoint import MODELS, random_modules, write_random
 
-TOKENIZER = dict(d_in=6, d_model=32, n_heads=4, ff_dim=64, n_enc_layers=3, n_dec_layers=3, ffn_dropout_p=0.1,
-                 attn_dropout_p=0.1, resid_dropout_p=0.1, s1_bits=6, s2_bits=6, beta=0.05, gamma0=1.0, gamma=1.1,
-                 zeta=0.05, group_size=4)
-MODEL = dict(s1_bits=6, s2_bits=6, n_layers=2, d_model=32, n_heads=4, ff_dim=64, ffn_dropout_p=0.1,
-             attn_dropout_p=0.1, resid_dropout_p=0.1, token_dropout_p=0.1, learn_te=True)
 CONTEXT = 32
 PARAMS = {**KronosBackend.defaults, "max_context": CONTEXT, "sample_count": 64, "clip": 3.0}
 
@@ -36,13 +32,10 @@ def package():
 
 @pytest.fixture(scope="module")
 def saved(package, tmp_path_factory):
-    """Tokenizer and model (dropout on, as the package leaves it) written with save_pretrained."""
-    out = tmp_path_factory.mktemp("kronos")
-    torch.manual_seed(0)
-    tokenizer, model = package.KronosTokenizer(**TOKENIZER), package.Kronos(**MODEL)
-    tokenizer.save_pretrained(out / "tokenizer")
-    model.save_pretrained(out / "model")
-    dirs = {"model": str(out / "model"), "tokenizer": str(out / "tokenizer")}
+    """A tiny random checkpoint written with save_pretrained, and the same modules built again from
+    its seed (dropout on, as the package leaves it)."""
+    dirs = write_random(tmp_path_factory.mktemp("kronos"), "tiny", seed=0)
+    tokenizer, model = random_modules("tiny", seed=0)
     return {"tokenizer": tokenizer, "model": model, "dirs": dirs}
 
 
@@ -81,13 +74,32 @@ def test_missing_package_is_a_one_line_usage_error(monkeypatch):
 
 
 def test_missing_weights_are_one_line_usage_errors(saved, tmp_path):
-    with pytest.raises(UsageError, match="hf download compiled-opt-tests/not-cached") as info:
+    with pytest.raises(UsageError, match="`hf download compiled-opt-tests/not-cached`") as info:
         KronosBackend(Runtime(), model="compiled-opt-tests/not-cached", tokenizer=saved["dirs"]["tokenizer"])
     assert "\n" not in str(info.value)
     with pytest.raises(UsageError, match="has no config.json"):
         KronosBackend(Runtime(), model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
     (tmp_path / "config.json").write_text((Path(saved["dirs"]["model"]) / "config.json").read_text())
     with pytest.raises(UsageError, match="has no model.safetensors"):
+        KronosBackend(Runtime(), model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
+
+
+def test_missing_tokenizer_and_model_are_reported_together_with_one_hint(saved):
+    """Both problems in one line, and the download command spelled as Toto's."""
+    with pytest.raises(UsageError) as info:
+        KronosBackend(Runtime(), model="compiled-opt-tests/no-model", tokenizer="compiled-opt-tests/no-tokenizer")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "kronos tokenizer 'compiled-opt-tests/no-tokenizer'" in message
+    assert "kronos model 'compiled-opt-tests/no-model'" in message
+    assert "`hf download compiled-opt-tests/no-tokenizer` and `hf download compiled-opt-tests/no-model`" in message
+    assert message.count("where there is network access") == 1 and "huggingface-cli" not in message
+
+
+def test_corrupt_weights_are_a_usage_error(saved, tmp_path):
+    (tmp_path / "config.json").write_text((Path(saved["dirs"]["model"]) / "config.json").read_text())
+    (tmp_path / "model.safetensors").write_text("not weights")
+    with pytest.raises(UsageError, match=f"cannot load the kronos model in {tmp_path}"):
         KronosBackend(Runtime(), model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
 
 
@@ -160,7 +172,7 @@ def test_greedy_forecast_equals_auto_regressive_inference(package, backend, mark
     series = read_series(market_dir / f"{symbol}.parquet")
     batch = windows(series, splits(len(series), 30, 20, 1).validation[:6], CONTEXT, 1)
     params = {**PARAMS, "top_k": 1, "temperature": 0.7, "sample_count": 4}
-    samples = backend.sample(backend.encode(batch, params), params, Draws((1, 2), batch.target_rows))
+    samples = backend.sample(backend.encode(batch, params), params, Draws((1, 2), batch.window_ids))
     predictor = package.KronosPredictor(backend.model, backend.tokenizer, device="cpu", max_context=CONTEXT,
                                         clip=params["clip"])
     frames = [list(f) for f in zip(*(predictor_inputs(batch, i) for i in range(len(batch))), strict=True)]
@@ -192,7 +204,7 @@ def test_sampling_follows_the_package_distribution(package, backend, batch, temp
     """Same tokens (s1 and s2) and same forecasts in distribution as the package's own sampling."""
     import compiled_opt.plugins.kronos as kronos
 
-    n, window, vocab2 = 2000, 3, 2 ** MODEL["s2_bits"]
+    n, window, vocab2 = 2000, 3, 2 ** MODELS["tiny"]["s2_bits"]
     drawn = []
     per_window = kronos.per_window
     monkeypatch.setattr(kronos, "per_window", lambda ids, size: drawn.append(ids) or per_window(ids, size))
@@ -200,7 +212,7 @@ def test_sampling_follows_the_package_distribution(package, backend, batch, temp
     monkeypatch.setattr(backend.tokenizer, "decode", lambda x, half: drawn.append(x) or decode(x, half))
 
     params = {**PARAMS, "temperature": temperature, "top_k": top_k, "top_p": top_p, "sample_count": n}
-    ours = backend.sample(backend.encode(batch, params), params, Draws((11,), batch.target_rows))[0, window, :, 0]
+    ours = backend.sample(backend.encode(batch, params), params, Draws((11,), batch.window_ids))[0, window, :, 0]
     x, stamp, mean, scale = backend.prepare(batch, params)
     torch.manual_seed(0)
     preds = package.kronos.auto_regressive_inference(
@@ -234,12 +246,12 @@ def test_gumbel_pick_is_exactly_categorical():
 def test_runs_reproduce_are_independent_and_share_draws_across_configs(backend, batch):
     params = {**PARAMS, "temperature": 0.5}
     state = backend.encode(batch, params)
-    both = backend.sample(state, params, Draws((5, 6), batch.target_rows))
-    torch.testing.assert_close(backend.sample(state, params, Draws((6,), batch.target_rows))[0], both[1])
-    assert torch.equal(backend.sample(state, params, Draws((5, 6), batch.target_rows)), both)
+    both = backend.sample(state, params, Draws((5, 6), batch.window_ids))
+    torch.testing.assert_close(backend.sample(state, params, Draws((6,), batch.window_ids))[0], both[1])
+    assert torch.equal(backend.sample(state, params, Draws((5, 6), batch.window_ids)), both)
     assert not torch.allclose(both[0], both[1])
-    warmer = backend.sample(state, {**params, "temperature": 0.55}, Draws((5, 6), batch.target_rows))
-    other = backend.sample(state, {**params, "temperature": 0.55}, Draws((7, 8), batch.target_rows))
+    warmer = backend.sample(state, {**params, "temperature": 0.55}, Draws((5, 6), batch.window_ids))
+    other = backend.sample(state, {**params, "temperature": 0.55}, Draws((7, 8), batch.window_ids))
     paired = torch.isclose(warmer, both).double().mean()
     assert paired > 0.5 and paired > 2 * torch.isclose(other, both).double().mean()
 
@@ -266,7 +278,7 @@ def test_evaluator_encodes_once_per_context_and_clip(backend, app_series, monkey
 def test_every_aggregator_applies_to_the_samples(backend, batch):
     """The package only averages its samples; the engine's aggregators all work on ours."""
     params = {**PARAMS, "temperature": 0.5, "sample_count": 200}
-    samples = backend.sample(backend.encode(batch, params), params, Draws((3,), batch.target_rows))
+    samples = backend.sample(backend.encode(batch, params), params, Draws((3,), batch.window_ids))
     plugins = Plugins.load()
     points = {n: plugins.aggregators.get(n)(samples, dim=2) for n in plugins.aggregators}
     assert all(p.shape == (1, len(batch), 1) and torch.isfinite(p).all() for p in points.values())
@@ -283,7 +295,7 @@ def test_horizon_above_one_is_refused(backend, app_series):
 
 def test_bfloat16_forecasts_stay_close(saved, backend, batch):
     params = {**PARAMS, "temperature": 0.3, "sample_count": 256}
-    draws = Draws((1,), batch.target_rows)
+    draws = Draws((1,), batch.window_ids)
     full = backend.sample(backend.encode(batch, params), params, draws).mean(dim=2)
     half_backend = KronosBackend(Runtime(dtype=torch.bfloat16), **saved["dirs"])
     half = half_backend.sample(half_backend.encode(batch, params), params, draws).mean(dim=2)
@@ -299,7 +311,7 @@ def test_compile_mode_gives_the_eager_samples(saved, backend, batch, monkeypatch
     compiled = KronosBackend(Runtime(compile="default"), **saved["dirs"])
     assert all(isinstance(m, torch._dynamo.eval_frame.OptimizedModule)
                for m in (compiled.encoder, compiled.s2_logits, compiled.decoder_step))
-    draws = Draws((1, 2), batch.target_rows)
+    draws = Draws((1, 2), batch.window_ids)
     torch.testing.assert_close(compiled.sample(compiled.encode(batch, PARAMS), PARAMS, draws),
                                backend.sample(backend.encode(batch, PARAMS), PARAMS, draws), rtol=1e-6, atol=0)
 
@@ -308,7 +320,8 @@ def test_compile_mode_gives_the_eager_samples(saved, backend, batch, monkeypatch
 def test_cuda_matches_cpu(saved, backend, batch):
     params = {**PARAMS, "top_k": 1}
     gpu = KronosBackend(Runtime(device="cuda"), **saved["dirs"])
-    draws = Draws((1,), batch.target_rows)
-    on_gpu = gpu.sample(gpu.encode(batch, params), params, Draws((1,), batch.target_rows, device="cuda"))
+    draws = Draws((1,), batch.window_ids)
+    on_gpu = gpu.sample(gpu.encode(batch, params), params, Draws((1,), batch.window_ids, device="cuda"))
     torch.testing.assert_close(on_gpu.cpu(), backend.sample(backend.encode(batch, params), params, draws),
                                rtol=1e-5, atol=0)
+

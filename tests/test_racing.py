@@ -111,3 +111,17 @@ def test_bad_options():
         Race(ScoreMemo(Synthetic()), spending="x")
     with pytest.raises(ValueError, match="alpha must be between 0 and 0.5"):
         Race(ScoreMemo(Synthetic()), alpha=0.5)
+
+
+def test_racing_runs_end_to_end_from_the_config(tmp_path, market_dir, capsys):
+    from compiled_opt.engine.cli import main
+    from compiled_opt.engine.store import read_trials
+
+    from conftest import write_config
+
+    config = write_config(tmp_path, market_dir, trials=12, extra="")
+    config.write_text(config.read_text().replace("[search]", "[search]\nracing = true\nracing_max_runs = 12"))
+    assert main(["run", str(config), "-q"]) == 0
+    rows = read_trials(next((tmp_path / "runs").iterdir()))
+    runs = {len(r.per_run) for r in rows if r.score is not None}
+    assert runs <= {3, 6, 12} and 12 in runs  # leaders get every run, clearly worse candidates stop early

@@ -36,7 +36,7 @@ class DataConfig:
 
     directory: Path = Path("data")
     symbols: list[str] | str = "all"
-    val_window: int = 30
+    val_window: int = 250  # chosen by benchmarks/generalization.py (README)
     test_window: int = 20
     horizon: int = 1
     context_length: int = 0
@@ -72,13 +72,17 @@ class SearchConfig:
     ``seed`` ``"auto"`` draws a new optimizer seed for every invocation (recorded in the run), so
     reruns search anew; an integer makes the whole run reproducible. ``exhaustive``: score every
     point of a small discrete space instead (``auto``: when that costs fewer evaluations than the trials).
+    ``racing`` gives candidates more runs (up to ``racing_max_runs``) while they may be the best and
+    stops them once a sequential test says they are worse (docs/acceptance.md).
     """
 
     optimizer: str = "TwoPointsDE"
-    trials: int = 40
+    trials: int = 100
     batch: int = 4
     seed: int | str = "auto"
     exhaustive: str = "auto"
+    racing: bool = False
+    racing_max_runs: int = 12
 
     def checks(self) -> dict[str, str | None]:
         from compiled_opt.engine.search import optimizer_names
@@ -92,6 +96,7 @@ class SearchConfig:
             "seed": None if self.seed == "auto" or (isinstance(self.seed, int) and self.seed >= 0)
             else 'must be "auto" or a non-negative integer',
             "exhaustive": _one_of(self.exhaustive, EXHAUSTIVE),
+            "racing_max_runs": None if self.racing_max_runs >= 2 else "must be at least 2",
         }
 
 
@@ -101,7 +106,7 @@ class PooledConfig:
     each symbol's reference; a symbol's own winner replaces it only when a one-sided paired t-test
     over the symbol's validation windows says it is better at level ``alpha``."""
 
-    enabled: bool = False
+    enabled: bool = True
     alpha: float = 0.05
 
     def checks(self) -> dict[str, str | None]:

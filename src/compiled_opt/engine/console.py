@@ -26,7 +26,8 @@ LEVELS = ("debug", "info", "warning")
 RULE = "═" * 72
 # the numbers behind a decision, shown first when a policy records them (all are stored)
 DECISION_KEYS = ("incumbent_mean", "challenger_mean", "mean_difference", "se_difference", "statistic", "df",
-                 "p_value", "mc_se", "window_se", "relative_improvement", "threshold", "resolution_se")
+                 "p_value", "mc_se", "window_se", "relative_improvement", "threshold", "resolution_se", "runs_spent",
+                 "stopped", "stage_summary")
 STATUSES = ("improved", "new", "pooled", "forced", "kept defaults", "no improvement", "failed")
 
 

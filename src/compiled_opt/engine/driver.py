@@ -21,8 +21,9 @@ from compiled_opt.engine.console import Console, Outcome
 from compiled_opt.engine.data import Series, check_history, fingerprint, list_symbols, read_series, splits, symbol_path
 from compiled_opt.engine.errors import UsageError, did_you_mean
 from compiled_opt.engine.executor import Event, Executor, JobDone
+from compiled_opt.engine.fast import fast_settings
 from compiled_opt.engine.jobs import JobResult, JobSpec, SearchSpec, Seeds, TrialBatch, WorkerSetup, logged_trials
-from compiled_opt.engine.models import ModelSpec, make_model_spec
+from compiled_opt.engine.models import ModelSpec, make_model_spec, resolve_runtime
 from compiled_opt.engine.randomness import derive_seeds
 from compiled_opt.engine.records import JobState, Metrics, OutOfSample, RunState, StoredRecord, TrialRow
 from compiled_opt.engine.registry import Plugins, build
@@ -130,7 +131,7 @@ class Run:
             raise UsageError(f"model {model.name!r}: exhaustive search needs a space of choices only",
                              self.config.where("search.exhaustive"))
         seed = derive_seeds(self.state.run_seed, "optimizer", 1, *job_id.split("/"))[0]
-        return SearchSpec(s.optimizer, s.trials, s.batch, seed, exhaustive)
+        return SearchSpec(s.optimizer, s.trials, s.batch, seed, exhaustive, s.racing_max_runs if s.racing else None)
 
     def _job(self, model: ModelSpec, series: Sequence[Series], stage: str, reference: dict[str, Any], kind: str,
              pooled: dict[str, Any] | None, logged: list[TrialRow]) -> JobSpec:
@@ -157,7 +158,12 @@ class Run:
     # --- the run --------------------------------------------------------------------------------
 
     def execute(self) -> list[Outcome]:
-        setup = WorkerSetup(self.models, self.config.runtime, str(self.config.path), self.config.data.horizon)
+        classes = {name: self.plugins.backends.get(m.backend) for name, m in self.models.items()}
+        self.fast = fast_settings(self.config.runtime, classes)
+        if self.fast.notice:
+            self.console.line(self.fast.notice)
+        setup = WorkerSetup(self.models, self.fast.runtime, str(self.config.path), self.config.data.horizon,
+                            self.fast.dtypes)
         executor = self.executor_cls(setup, self.config)
         executor.start()  # loads every model: missing weights stop the run here, before any write
         logged = read_trials(self.run_dir.path)
@@ -346,11 +352,13 @@ class Run:
         )
 
     def _metadata(self, series: Series, job: JobSpec, stored: StoredRecord | None) -> dict[str, Any]:
-        rt = self.config.runtime
+        rt = self.fast.runtime
         return {"engine_version": compiled_opt.__version__, "run_id": self.run_dir.run_id,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "previous_mae": stored.validation.mae if stored else None,
                 "generation": (stored.generation if stored else 0) + 1,
-                "compiled": rt.compile != "none", "compile_mode": rt.compile, "device": rt.device, "dtype": rt.dtype,
+                "compiled": rt.compile != "none", "compile_mode": rt.compile,
+                "device": resolve_runtime(rt, "runtime.device").device,
+                "dtype": self.fast.dtypes.get(job.model, rt.dtype), "mode": self.config.runtime.mode,
                 "optimizer": self.config.search.optimizer, "metric": self.config.evaluation.metric,
                 "data_file": str(series.path), "data_rows": len(series), "last_timestamp": int(series.time[-1])}

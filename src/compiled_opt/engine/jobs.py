@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from compiled_opt.engine.data import Series
 from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.evaluate import Evaluation, Evaluator, PooledEvaluator
 from compiled_opt.engine.models import ModelSpec, build_backend, resolve_runtime
+from compiled_opt.engine.racing import Race
 from compiled_opt.engine.records import TrialRow
 from compiled_opt.engine.registry import Plugins, build
 from compiled_opt.engine.search import Logged, ScoreMemo, Trial, params_key, search
@@ -46,6 +48,7 @@ class SearchSpec:
     batch: int
     seed: int
     exhaustive: bool
+    racing_max_runs: int | None = None  # racing on, up to this many runs
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class WorkerSetup:
     runtime: RuntimeConfig
     config_path: str
     horizon: int = 1
+    dtypes: dict[str, str] = field(default_factory=dict)  # per model, where it differs from runtime.dtype
 
 
 class Worker:
@@ -134,13 +138,17 @@ class Worker:
         self.runtime: Runtime = resolve_runtime(setup.runtime, where)
         self.aggregators = {name: self.plugins.aggregators.get(name) for name in self.plugins.aggregators}
         self.backends: dict[str, ModelBackend] = {
-            name: build_backend(spec, self.plugins, self.runtime, f"{setup.config_path}: models.{name}")
+            name: build_backend(spec, self.plugins, self.model_runtime(name), f"{setup.config_path}: models.{name}")
             for name, spec in setup.models.items()
         }
         for name, backend in self.backends.items():  # a loaded model may know a tighter limit than its class
             if backend.max_horizon is not None and setup.horizon > backend.max_horizon:
                 raise UsageError(f"model {name!r} forecasts at most {backend.max_horizon} step(s) ahead, not"
                                  f" {setup.horizon}", f"{setup.config_path}: data.horizon")
+
+    def model_runtime(self, name: str) -> Runtime:
+        """The worker's runtime with model ``name``'s dtype."""
+        return dataclasses.replace(self.runtime, dtype=getattr(torch, self.setup.dtypes.get(name, self.setup.runtime.dtype)))
 
     def evaluator(self, model: str, series: Sequence[Series], rows: Sequence[range], horizon: int,
                   metric: str) -> ScoreMemo:
@@ -159,7 +167,9 @@ class Worker:
         policy: Policy = build(self.plugins.policies.get(job.policy), job.policy_options, "acceptance.options")
         validation = self._evaluator(job, "validation")
         s = job.search
-        result = search(validation, spec.space, spec.base, job.seeds.search, optimizer=s.optimizer, trials=s.trials,
+        scorer = validation if s.racing_max_runs is None else Race(validation, max_runs=s.racing_max_runs,
+                                                                   replay=job.replay)
+        result = search(scorer, spec.space, spec.base, job.seeds.search, optimizer=s.optimizer, trials=s.trials,
                         batch=s.batch, seed=s.seed, incumbent=job.pooled or job.reference, exhaustive=s.exhaustive,
                         replay=job.replay, on_batch=lambda trials: emit(_batch(job, trials)))
         challenger, gate = result.recommendation, None

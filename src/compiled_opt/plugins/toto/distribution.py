@@ -2,25 +2,29 @@
 
 Toto's predictive distribution for one future step is ``sum_k w_k * t(df_k, loc_k, scale_k)``
 (its scaler's affine map already folded into ``loc`` and ``scale``); Toto's heads make every
-``df_k = 2 + softplus(.) >= 2``, so the gamma shapes below are >= 1 and the means finite.
+``df_k = 2 + softplus(.) >= 2``, so the means are finite.
 
-Sampling uses only ``Draws`` (common random numbers, per-run seeds), on the tensors' device:
+Sampling uses only ``Draws`` (common random numbers, per-run seeds), on the tensors' device, and
+needs no loop, no rejection and no host synchronisation, so one call is a fixed sequence of kernels:
 
 - the component by inverting the categorical CDF at one uniform;
-- the Student-T variate as ``Z / sqrt(G / a)`` with ``Z`` normal and ``G ~ Gamma(a = df/2)``;
-- ``G`` by one Marsaglia-Tsang proposal (accepted with probability >= 0.95 for a >= 1), and for
-  the rejected few by inverting the gamma CDF at a uniform recycled from the rejection: exact,
-  with four keyed numbers per sample in all.
+- the Student-T variate by Bailey's polar method without its rejection step: a point of the
+  bivariate Student-T with ``df`` degrees of freedom has a uniform angle and a radius with
+  ``P(R^2 > s) = (1 + s / df)^(-df / 2)``, so from uniforms ``w`` and ``a``,
+  ``R^2 = df * expm1(-(2 / df) * log(w))`` and ``R * cos(2 pi a)`` is exactly Student-T(df):
+  three keyed numbers per sample, monotone in ``w`` (configs with other ``df`` stay paired).
 
 Exact aggregates work on float64 NumPy copies (SciPy's ``stdtr`` / ``stdtrit``, as gluonts does
-for its Student-T CDF): quantiles by safeguarded Newton on the mixture CDF, bracketed by the
+for its Student-T CDF): quantiles by safeguarded Halley steps on the mixture CDF, bracketed by the
 components' own quantiles; interval means (``mean``, trimmed means) in closed form from the
-Student-T partial expectation ``E[T; T <= z] = -(df + z^2) / (df - 1) * pdf(z)``.
+Student-T partial expectation ``E[T; T <= z] = -(df + z^2) / (df - 1) * pdf(z)``, and winsorized
+means from them: ``(hi - lo) * interval mean + lo * Q(lo) + (1 - hi) * Q(hi)``. Each aggregate is
+computed once per mixture (a search that varies only ``num_samples`` gets it back for free).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,7 +33,7 @@ from scipy import special
 from compiled_opt.engine.aggregate import Aggregator
 from compiled_opt.engine.randomness import Draws
 
-NEWTON_STEPS = 100
+SOLVER_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class StudentTMixture:
     df: torch.Tensor
     loc: torch.Tensor
     scale: torch.Tensor
+    _aggregates: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def mean(self) -> torch.Tensor:
         """``[windows, horizon]``: the mean in closed form (finite, since every df > 1)."""
@@ -56,15 +61,15 @@ class StudentTMixture:
         w = torch.arange(windows, device=pick.device)[None, :, None, None]
         h = torch.arange(horizon, device=pick.device)[None, None, None, :]
         df, loc, scale = self.df[w, h, pick], self.loc[w, h, pick], self.scale[w, h, pick]
-        shape = df / 2
-        z = draws.normal("toto.student", num_samples, horizon)
-        return loc + scale * z * torch.sqrt(shape / _gamma(draws, shape, num_samples, horizon))
+        return loc + scale * student_t(df, draws.uniform("toto.radius", num_samples, horizon),
+                                       draws.uniform("toto.angle", num_samples, horizon))
 
     def aggregate(self, aggregator: Aggregator) -> torch.Tensor:
-        """``[windows, horizon]``: ``aggregator`` applied to the distribution itself."""
-        if aggregator.atoms or aggregator.winsorize:
-            return aggregator.exact(self.quantile)
-        return self.interval_mean(aggregator.lo, aggregator.hi)
+        """``[windows, horizon]``: ``aggregator`` applied to the distribution itself, in closed form
+        from the quantiles at its interval's ends and atoms (one solve for all of them)."""
+        if aggregator not in self._aggregates:
+            self._aggregates[aggregator] = torch.from_numpy(_Exact(self).aggregate(aggregator))
+        return self._aggregates[aggregator]
 
     def quantile(self, u: torch.Tensor) -> torch.Tensor:
         """``[windows, horizon, len(u)]``: the quantiles at probabilities ``u`` (``[M]``, in (0, 1))."""
@@ -74,70 +79,12 @@ class StudentTMixture:
         """``[windows, horizon, M]``: P(X <= x) for ``x`` of shape ``[windows, horizon, M]``."""
         return torch.from_numpy(_Exact(self).cdf(x.cpu().numpy().astype(np.float64)))
 
-    def interval_mean(self, lo: float, hi: float) -> torch.Tensor:
-        """``[windows, horizon]``: the mean of the quantile function over [lo, hi], in closed form."""
-        exact = _Exact(self)
-        inner = [p for p in (lo, hi) if 0.0 < p < 1.0]
-        q = exact.quantile(np.array(inner)) if inner else None
-        mean = self.mean().cpu().numpy()
 
-        def below(p: float) -> np.ndarray:
-            if p <= 0.0:
-                return np.zeros_like(mean)
-            if p >= 1.0:
-                return mean
-            return exact.partial_expectation(q[..., inner.index(p)])
-
-        return torch.from_numpy((below(hi) - below(lo)) / (hi - lo))
-
-
-def _gamma(draws: Draws, shape: torch.Tensor, num_samples: int, horizon: int) -> torch.Tensor:
-    """Gamma(shape, 1) draws, shape >= 1: one Marsaglia-Tsang proposal, inversion where it is rejected.
-
-    Given the proposal ``x`` and its rejection, the uniform ``u`` is uniform above the acceptance
-    threshold, so ``(u - threshold) / (1 - threshold)`` is a fresh uniform: its gamma quantile is
-    an exact draw too, and no further random numbers are needed.
-    """
-    d = shape - 1.0 / 3.0
-    x = draws.normal("toto.gamma.normal", num_samples, horizon)
-    u = draws.uniform("toto.gamma.uniform", num_samples, horizon)
-    v = (1.0 + x / torch.sqrt(9.0 * d)) ** 3
-    positive = v > 0
-    log_v = torch.log(torch.where(positive, v, 1.0))
-    threshold = torch.where(positive, torch.exp(0.5 * x * x + d - d * v + d * log_v).clamp_max(1.0), 0.0)
-    gamma = d * v
-    rejected = u >= threshold
-    if rejected.any():
-        fresh = (u[rejected] - threshold[rejected]) / (1.0 - threshold[rejected])
-        gamma[rejected] = gamma_quantile(shape[rejected], fresh.clamp_min(torch.finfo(u.dtype).tiny))
-    return gamma
-
-
-def gamma_quantile(shape: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The Gamma(shape, 1) quantile at ``u``: bracketed Newton in log space on the log of the
-    regularised incomplete gamma (its complement above the median), which is nearly linear in both
-    tails; started at the larger of the Wilson-Hilferty and the lower-tail approximations."""
-    wilson_hilferty = shape * (1 - 1 / (9 * shape) + torch.special.ndtri(u) / (3 * torch.sqrt(shape))) ** 3
-    lower_tail = torch.exp((torch.log(u) + torch.lgamma(shape + 1)) / shape)
-    y = torch.log(torch.maximum(wilson_hilferty, lower_tail))
-    upper = u > 0.5
-    sign = torch.where(upper, -1.0, 1.0)
-    target = torch.where(upper, torch.log1p(-u), torch.log(u))
-    lo, hi = torch.full_like(y, -torch.inf), torch.full_like(y, torch.inf)
-    log_norm = torch.lgamma(shape)
-    for _ in range(NEWTON_STEPS):
-        g = torch.exp(y)
-        tail = torch.where(upper, torch.special.gammaincc(shape, g), torch.special.gammainc(shape, g))
-        excess = sign * (torch.log(tail) - target)
-        lo = torch.where(excess <= 0, y, lo)
-        hi = torch.where(excess >= 0, y, hi)
-        newton = y - excess * tail / torch.exp(shape * y - g - log_norm)
-        bisect = torch.where(torch.isinf(lo), y - 1, torch.where(torch.isinf(hi), y + 1, (lo + hi) / 2))
-        step = torch.where((newton >= lo) & (newton <= hi), newton, bisect)
-        if bool(((step - y).abs() <= 1e-13).all()):
-            return torch.exp(step)
-        y = step
-    return torch.exp(y)
+def student_t(df: torch.Tensor, w: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Student-T(``df``) variates from uniforms ``w`` and ``angle`` in (0, 1) (Bailey's polar method without
+    its rejection step: see the module docstring)."""
+    radius = torch.sqrt(df * torch.expm1(torch.log(w) * (-2.0 / df)))
+    return radius * torch.cos((2 * torch.pi) * angle)
 
 
 class _Exact:
@@ -163,6 +110,31 @@ class _Exact:
     def pdf(self, x: np.ndarray) -> np.ndarray:
         return (self.w * self._t_pdf(self._z(x)) / self.scale).sum(-1)
 
+    def aggregate(self, a: Aggregator) -> np.ndarray:
+        """``[windows, horizon]``: ``weight`` x (the interval mean over [lo, hi], winsorized: plus the
+        clipped tails at the interval's ends) + the atoms, as ``Aggregator`` defines them."""
+        ends = [p for p in (a.lo, a.hi) if a.weight and 0.0 < p < 1.0]
+        probs = sorted({*ends, *(p for p, _ in a.atoms)})
+        q = self.quantile(np.array(probs)) if probs else None
+        mean = (self.w * self.loc).sum(-1)[..., 0]
+
+        def at(p: float) -> np.ndarray:
+            return q[..., probs.index(p)]
+
+        def below(p: float) -> np.ndarray:
+            """E[X; X <= Q(p)]."""
+            return np.zeros_like(mean) if p <= 0.0 else mean if p >= 1.0 else self.partial_expectation(at(p))
+
+        total = np.zeros_like(mean)
+        if a.weight:
+            part = below(a.hi) - below(a.lo)  # (hi - lo) x the interval mean
+            if a.winsorize:
+                part = part + sum(w * at(p) for p, w in ((a.lo, a.lo), (a.hi, 1.0 - a.hi)) if 0.0 < p < 1.0)
+            else:
+                part = part / (a.hi - a.lo)
+            total = total + a.weight * part
+        return total + sum((w * at(p) for p, w in a.atoms), np.zeros_like(mean))
+
     def partial_expectation(self, x: np.ndarray) -> np.ndarray:
         """E[X; X <= x] for ``x`` of shape ``[windows, horizon]``."""
         z = self._z(x[..., None])
@@ -170,21 +142,36 @@ class _Exact:
         return (self.w * (self.loc * special.stdtr(self.df, z) + self.scale * tail)).sum(-1)[..., 0]
 
     def quantile(self, u: np.ndarray) -> np.ndarray:
-        """``[windows, horizon, M]``; the root of cdf(x) = u lies between the components' quantiles."""
+        """``[windows, horizon, M]``: safeguarded Halley steps on cdf(x) = u, inside the bracket of the
+        components' own quantiles (the root lies between them), each step only on the unsolved points."""
         u = np.broadcast_to(u, self.w.shape[:2] + u.shape)
         per_component = self.loc + self.scale * special.stdtrit(self.df, u[..., None])
-        lo, hi = per_component.min(-1), per_component.max(-1)
-        x = (self.w * per_component).sum(-1)
-        for _ in range(NEWTON_STEPS):
-            excess = self.cdf(x) - u
-            lo = np.where(excess <= 0, x, lo)
-            hi = np.where(excess >= 0, x, hi)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                newton = x - excess / self.pdf(x)
-            inside = (newton >= lo) & (newton <= hi)
-            step = np.where(inside, newton, (lo + hi) / 2)
-            done = np.abs(step - x) <= 4 * np.finfo(np.float64).eps * np.maximum(np.abs(x), self.scale.min(-1))
-            x = step
-            if done.all():
+        shape, k = per_component.shape, per_component.shape[-1]
+
+        def flat(a: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(a, shape).reshape(-1, k)
+
+        w, df, loc, scale, log_norm = map(flat, (self.w, self.df, self.loc, self.scale, self.log_norm))
+        lo, hi = per_component.min(-1).ravel(), per_component.max(-1).ravel()
+        x, target = (flat(self.w) * per_component.reshape(-1, k)).sum(-1), u.ravel()
+        tol = 4 * np.finfo(np.float64).eps * scale.min(-1)
+        todo = np.arange(x.size)
+        for _ in range(SOLVER_STEPS):
+            i = todo
+            z = (x[i, None] - loc[i]) / scale[i]
+            density = w[i] * np.exp(log_norm[i] - (df[i] + 1) / 2 * np.log1p(z * z / df[i])) / scale[i]
+            excess = (w[i] * special.stdtr(df[i], z)).sum(-1) - target[i]
+            lo[i] = np.where(excess <= 0, x[i], lo[i])
+            hi[i] = np.where(excess >= 0, x[i], hi[i])
+            pdf = density.sum(-1)
+            slope = -(density * (df[i] + 1) * z / ((df[i] + z * z) * scale[i])).sum(-1)  # the pdf's derivative
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                newton = excess / pdf
+                step = x[i] - newton / (1 - 0.5 * newton * slope / pdf)
+            step = np.where((step >= lo[i]) & (step <= hi[i]), step, (lo[i] + hi[i]) / 2)
+            done = np.abs(step - x[i]) <= np.maximum(4 * np.finfo(np.float64).eps * np.abs(x[i]), tol[i])
+            x[i] = step
+            todo = i[~done]
+            if not todo.size:
                 break
-        return x
+        return x.reshape(shape[:-1])

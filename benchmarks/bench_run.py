@@ -1,0 +1,335 @@
+"""The whole ``compiled-opt run``, timed and split: where a run's wall time goes.
+
+``python benchmarks/bench_run.py --json`` runs, for each backend asked (``--backend``, repeatable),
+``compiled_opt.engine.driver.Run`` on a generated config: ``--symbols`` real symbols from
+../shared/data/market x ``--trials`` trials x ``--runs`` evaluation runs, the engine's defaults
+otherwise (optimizer, acceptance, exhaustive scoring of a small discrete space). Default backends:
+``bootstrap`` and ``zero`` on the CPU, plus ``toto`` and ``kronos`` with ``--device cuda``.
+
+- ``bootstrap``: the weight-free backend;
+- ``zero``: a zero-cost backend (encode and sample return tensors already there), so the run's time
+  is the engine's own: ``per_trial_ms`` is the engine overhead per trial;
+- ``toto`` / ``kronos``: random-initialised checkpoints of ``--size`` (``compiled-opt checkpoint
+  random``; ``base`` is the released architecture).
+
+Each run happens in a fresh child process, so start-up (imports, checks, model load) is what a user
+pays. Wall time is split by wall-clock wrappers around the code that does each part; a call inside
+another wrapped call counts only for the outer one:
+
+- ``startup``: from the child's first line (before importing compiled_opt) to the first ``encode``;
+- ``model``: the backend's ``encode``; ``sampling``: its ``sample`` and ``exact``; ``aggregation``:
+  the aggregators applied to the samples (on a GPU the model and sampling wrappers synchronise the
+  device first and last, so asynchronous work lands where it is launched; that costs a little);
+- ``optimizer``: the search's ``ask`` and ``tell`` (Nevergrad, or the grid of an exhaustive search);
+- ``store``: the driver's trial log, stored configs, run state and ``best/`` updates;
+- ``engine``: the rest after start-up (evaluation and search bookkeeping, acceptance, console).
+
+``seed_loop_s`` estimates the seed script's per-window loop for the same work: one model call per
+window per run per trial for every symbol, plus the test windows and a model load per symbol. It is
+scaled from ``seed_loop_calls_timed`` calls timed in the same child (``seed_loop_scaled``: true);
+``zero`` has no seed equivalent. ``--mode fast`` runs with ``runtime.mode = "fast"`` (``--fast``).
+"""
+
+from __future__ import annotations
+
+import time
+
+T0 = time.perf_counter()  # the child's first line: start-up is measured from here
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+MARKET = HERE.parents[1] / "shared" / "data" / "market"
+CATEGORIES = ("model", "sampling", "aggregation", "optimizer", "store")
+VALIDATION, TEST = 30, 20
+
+
+# --- the parent: data, checkpoints, configs, one child per backend ------------------------------------------
+
+
+def prepare(directory: Path, symbols: int) -> list[str]:
+    """``symbols`` real symbols (alphabetically) converted to Parquet in ``directory / "data"``."""
+    from compiled_opt.engine.importer import import_csvs
+
+    chosen = sorted(MARKET.glob("*.csv"))[:symbols]
+    if len(chosen) < symbols:
+        raise SystemExit(f"--symbols {symbols}: ../shared/data/market has only {len(chosen)}")
+    import_csvs(chosen, directory / "data")
+    return [p.stem for p in chosen]
+
+
+def config_text(directory: Path, symbols: list[str], backend: str, options: dict, args: argparse.Namespace,
+                mode: str) -> str:
+    from compiled_opt.engine.checkpoint import options_toml
+
+    device = "cpu" if args.device == "cpu" else "cuda"
+    return f"""
+[data]
+directory = "{directory / 'data'}"
+symbols = {json.dumps(symbols)}
+[evaluation]
+eval_runs = {args.runs}
+seed = 0
+[search]
+trials = {args.trials}
+seed = 0
+[output]
+directory = "{directory / mode / backend / 'hyperparams'}"
+runs = "{directory / mode / backend / 'runs'}"
+[runtime]
+device = "{device}"
+mode = "{mode}"
+threads = {args.threads}
+[models.{backend}]
+backend = "{backend}"
+{options_toml(options) if options else ""}
+"""
+
+
+def run_child(config: Path, backend: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(config), "--backend", backend,
+               "--device", args.device, "--loop-calls", str(args.loop_calls)]
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"bench_run child for {backend} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parent(args: argparse.Namespace) -> dict:
+    from compiled_opt.engine.checkpoint import write_random
+
+    backends = args.backend or (["bootstrap", "zero"] + (["toto", "kronos"] if args.device != "cpu" else []))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        symbols = prepare(directory, args.symbols)
+        for backend in backends:
+            options = ({} if backend in ("bootstrap", "zero")
+                       else write_random(backend, directory / "checkpoints" / backend, args.size))
+            for mode in args.mode:
+                config = directory / f"{backend}-{mode}.toml"
+                config.write_text(config_text(directory, symbols, backend, options, args, mode))
+                result = run_child(config, backend, args)
+                result.update(size=args.size if options else None, symbols=len(symbols), trials=args.trials,
+                              runs=args.runs)
+                results[backend if mode == args.mode[0] else f"{backend}_{mode}"] = result
+    return results
+
+
+# --- the child: one timed run -------------------------------------------------------------------------------
+
+
+class Clock:
+    """Wall-clock totals per category, counting only the outermost wrapped call, from ``start`` on."""
+
+    def __init__(self, sync):
+        self.totals = dict.fromkeys(CATEGORIES, 0.0)
+        self.active = False
+        self.first_encode: float | None = None
+        self.sync = sync
+
+    def wrap(self, owner: type, name: str, category: str, synced: bool = False) -> None:
+        original = getattr(owner, name)
+        clock = self
+
+        def timed(*args, **kwargs):
+            if category == "model" and clock.first_encode is None:
+                clock.first_encode = time.perf_counter()
+            if clock.active or clock.first_encode is None:
+                return original(*args, **kwargs)
+            clock.active = True
+            if synced:
+                clock.sync()
+            start = time.perf_counter()
+            try:
+                out = original(*args, **kwargs)
+                if synced:
+                    clock.sync()
+                return out
+            finally:
+                clock.totals[category] += time.perf_counter() - start
+                clock.active = False
+
+        setattr(owner, name, timed)
+
+
+def zero_cost_plugin() -> type:
+    """A plugin with a backend whose encode and sample cost nothing: the run's time is the engine's."""
+    from compiled_opt.api import ModelBackend, hookimpl
+
+    class ZeroCost(ModelBackend):
+        defaults = {"level": 0.0, "num_samples": 64, "aggregate": "mean"}
+        default_space = {"level": {"float": [-1.0, 1.0]}, "aggregate": {"choice": ["mean", "median"]}}
+        samples_param = "num_samples"
+
+        @classmethod
+        def context_length(cls, params):
+            return 2
+
+        def encode(self, batch, params):
+            return batch.last_close, batch.horizon
+
+        def sample(self, state, params, draws):
+            last, horizon = state
+            point = last * (1 + 1e-3 * float(params["level"]))  # a landscape for the optimizer, at no cost
+            return point[None, :, None, None].expand(draws.runs, -1, int(params["num_samples"]), horizon)
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def compiled_opt_register_backends(register):
+            register("zero", ZeroCost)
+
+    return Plugin
+
+
+def seed_loop(name: str, spec, runtime, calls: int, symbols: list, trials: int, runs: int) -> dict:
+    """The seed script's loop for the same work, scaled from ``calls`` timed model calls on one symbol."""
+    from compiled_opt.engine.data import splits
+    from compiled_opt.engine.registry import Plugins
+
+    cls = Plugins.load().backends.get(name)
+    start = time.perf_counter()
+    backend = cls(runtime, **spec.options)
+    load_s = time.perf_counter() - start
+    rows = splits(len(symbols[0]), VALIDATION, TEST, 1).validation
+    call = _seed_call(name, backend, symbols[0], dict(spec.defaults))
+    call(rows[0])  # warm-up
+    start = time.perf_counter()
+    for i in range(calls):
+        call(rows[i % len(rows)])
+    if runtime.device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+    per_call = (time.perf_counter() - start) / calls
+    calls_needed = len(symbols) * runs * (trials * VALIDATION + TEST)
+    return {"seed_loop_s": per_call * calls_needed + load_s * len(symbols), "seed_loop_calls_timed": calls,
+            "seed_loop_call_s": per_call, "seed_loop_model_load_s": load_s, "seed_loop_scaled": True}
+
+
+def _seed_call(name: str, backend, series, params):
+    """One model call of the seed script: its own forecast call on the one window whose target is ``row``,
+    with the model's default config (Toto: 256 samples in batches of 64)."""
+    import torch
+
+    from compiled_opt.engine.data import windows
+
+    def window(row: int):
+        return windows(series, range(row, row + 1), backend.context_length(params), 1)
+
+    sys.path.insert(0, str(HERE))
+    if name == "toto":
+        from bench_toto import old_loop
+
+        return lambda row: old_loop(backend, window(row), (row,), params["aggregate"])
+    if name == "kronos":
+        from bench_kronos import predictor_frame
+
+        from compiled_opt.plugins.kronos import import_kronos
+
+        predictor = import_kronos().KronosPredictor(backend.model, backend.tokenizer, device=backend.runtime.device,
+                                                     max_context=int(params["max_context"]), clip=params["clip"])
+
+        def predict(row: int) -> None:
+            predictor.predict(*predictor_frame(window(row), 0), pred_len=1, T=params["temperature"],
+                              top_k=params["top_k"], top_p=params["top_p"], sample_count=params["sample_count"],
+                              verbose=False)
+
+        return predict
+    from compiled_opt.engine.randomness import Draws
+    from compiled_opt.plugins.aggregators import builtin_aggregators
+
+    aggregator = {a.name: a for a in builtin_aggregators()}[params["aggregate"]]
+
+    def once(row: int) -> None:
+        one = window(row)
+        with torch.inference_mode():
+            aggregator(backend.sample(backend.encode(one, params), params, Draws((row,), one.window_ids)), dim=2)
+
+    return once
+
+
+def child(args: argparse.Namespace) -> dict:
+    import functools
+
+    import torch
+
+    from compiled_opt.engine import registry, search
+    from compiled_opt.engine.aggregate import Aggregator
+    from compiled_opt.engine.config import load_config
+    from compiled_opt.engine.console import Console
+    from compiled_opt.engine.driver import Run
+    from compiled_opt.engine.fast import compiles
+    from compiled_opt.engine.store import read_trials
+
+    name = args.backend[0]
+    registry.make_plugin_manager = functools.partial(registry.make_plugin_manager, extra=(zero_cost_plugin(),))
+    cuda = args.device != "cpu"
+    clock = Clock(torch.cuda.synchronize if cuda else (lambda: None))
+    cls = registry.Plugins.load().backends.get(name)
+    clock.wrap(cls, "encode", "model", synced=cuda)
+    clock.wrap(cls, "sample", "sampling", synced=cuda)
+    clock.wrap(cls, "exact", "sampling", synced=cuda)
+    clock.wrap(Aggregator, "__call__", "aggregation")
+    for owner in (search._Optimizer, search._Grid):
+        clock.wrap(owner, "ask", "optimizer")
+        clock.wrap(owner, "tell", "optimizer")
+    for method in ("_on_batch", "_on_done", "_save_state", "_update_best", "_flush_log"):
+        clock.wrap(Run, method, "store")
+
+    config = load_config(args.child)
+    run = Run(config, console=Console(stream=sys.stderr, level="warning"))
+    outcomes = run.execute()
+    end = time.perf_counter()
+    rows = read_trials(run.run_dir.path)
+    searched = end - clock.first_encode
+    split = {"startup": clock.first_encode - T0, **clock.totals}
+    split["engine"] = searched - sum(clock.totals.values())
+    spec = next(iter(run.models.values()))
+    result = {
+        "backend": name, "device": args.device, "mode": config.runtime.mode,
+        "torch_threads": torch.get_num_threads(), "failed_jobs": sum(o.status == "failed" for o in outcomes),
+        "trials_scored": len(rows), "trials_cached": sum(r.cached for r in rows), "wall_s": end - T0,
+        "split_s": split, "per_trial_ms": 1e3 * searched / max(len(rows), 1), "compiles": compiles(),
+    }
+    if name != "zero":
+        from compiled_opt.engine.models import resolve_runtime
+
+        runtime = resolve_runtime(config.runtime, "bench_run")
+        result |= seed_loop(name, spec, runtime, args.loop_calls, run.series, config.search.trials,
+                            config.evaluation.eval_runs)
+        result["seed_loop_over_run"] = result["seed_loop_s"] / result["wall_s"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", action="append", choices=("bootstrap", "zero", "toto", "kronos"))
+    parser.add_argument("--symbols", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=3, help="evaluation runs per config")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--size", default="base", choices=("tiny", "small", "base"), help="toto / kronos checkpoints")
+    parser.add_argument("--mode", action="append", choices=("default", "fast"),
+                        help="runtime.mode; repeat to compare (default: default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed by other load)")
+    parser.add_argument("--loop-calls", type=int, default=3, help="seed-loop model calls timed (then scaled)")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    args.mode = args.mode or ["default"]
+    result = parent(args)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
