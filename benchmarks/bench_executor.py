@@ -3,12 +3,17 @@
 ``python benchmarks/bench_executor.py --json`` prints:
 
 - ``absorb_jobs_per_s``: job results per second the driver handles (trial log parts, the stored record,
-  ``best/``, ``run.json``) when the work itself costs nothing: one real job of a zero-cost backend is
-  run, then an executor replays its events for ``--symbols`` symbols (copies of a real one) as fast as
-  the driver takes them. ``absorb_ms_per_job`` is its inverse, split into trial-log, store and state time.
+  ``best/``, ``run.json``, the console) when the work itself costs nothing: one real job is run, then
+  an executor replays its events for ``--symbols`` symbols (copies of a real one); the run's wall time,
+  less the replaying itself, is the driver's. ``absorb_ms_per_job`` is its inverse; its trial-log,
+  store, best and state parts are summed over the threads that write them concurrently (the input
+  checks before the run are not counted).
 - ``local_s`` / ``ray_s`` / ``ray_speedup``: the whole run of ``--cpu-symbols`` symbols with a CPU-heavy
   bootstrap config (``--windows`` validation windows, ``--samples`` samples), local executor against
-  ``ray`` with ``--workers`` workers, both timed end to end in this process (Ray's start-up included).
+  ``ray`` with ``--workers`` workers, both timed end to end in this process (Ray's start-up, reported
+  as ``ray_start_s``, included; ``ray_speedup_after_start`` leaves it out). Ray's workers run one torch
+  thread each while the local run uses torch's own threads on every core, so ``local_1thread_s``
+  (the local run with one thread) shows how the jobs themselves scale across workers.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ val_window = {windows}
 trials = {trials}
 batch = 4
 seed = 1
+[pooled]
+enabled = false  # one job per model, run before the others: this measures the jobs that run in parallel
 [output]
 directory = "{out / 'hyperparams'}"
 runs = "{out / 'runs'}"
@@ -50,7 +57,10 @@ runs = "{out / 'runs'}"
 [models.bootstrap]
 backend = "bootstrap"
 fixed = {{ num_samples = {samples} }}
-space = {{ lookback = {{ int = [10, 120] }}, aggregate = {{ choice = ["mean", "median", "trimmed_mean_10"] }} }}
+[models.bootstrap.space]
+lookback = {{ int = [10, 120] }}
+vol_scale = {{ float = [0.5, 2.0] }}
+aggregate = {{ choice = ["mean", "median", "trimmed_mean_10"] }}
 """)
     return path
 
@@ -66,23 +76,29 @@ def symbols_dir(root: Path, count: int, source: str = "APP") -> Path:
 
 
 class Replay(Executor):
-    """Replays one recorded job's events for every job, renamed: a worker that costs nothing."""
+    """Replays one recorded job's events for every job, renamed: a worker that costs nothing. The time
+    it takes to rename them (``overhead``) is not the driver's and is subtracted."""
 
     recorded: list = []
+    overhead = 0.0
 
     def start(self) -> None:
         pass
 
     def run(self, jobs, on_event) -> None:
         for job in jobs:
-            for event in Replay.recorded:
-                if isinstance(event, TrialBatch):
-                    rows = [dataclasses.replace(r, job=job.job_id, symbol=job.symbol, run_id=job.run_id)
-                            for r in event.rows]
-                    on_event(dataclasses.replace(event, job_id=job.job_id, rows=rows))
-                else:
-                    on_event(dataclasses.replace(event, job_id=job.job_id,
-                                                 result=dataclasses.replace(event.result, job_id=job.job_id)))
+            start = time.perf_counter()
+            events = [self.renamed(event, job) for event in Replay.recorded]
+            Replay.overhead += time.perf_counter() - start
+            for event in events:
+                on_event(event)
+
+    @staticmethod
+    def renamed(event, job):
+        if isinstance(event, TrialBatch):
+            rows = [dataclasses.replace(r, job=job.job_id, symbol=job.symbol, run_id=job.run_id) for r in event.rows]
+            return dataclasses.replace(event, job_id=job.job_id, rows=rows)
+        return dataclasses.replace(event, job_id=job.job_id, result=dataclasses.replace(event.result, job_id=job.job_id))
 
 
 def absorb(root: Path, count: int, trials: int) -> dict:
@@ -104,13 +120,13 @@ def absorb(root: Path, count: int, trials: int) -> dict:
     Replay.recorded = events
     run = Run(load_config(config(data, root / "all", trials)), console=quiet)
     run.executor_cls = Replay
-    timers = {"trial_log": 0.0, "store": 0.0, "state": 0.0}
-    for name, target in (("trial_log", run.run_dir.trials), ("store", run.store), ("state", run.run_dir)):
-        method = {"trial_log": "append", "store": "save", "state": "save_state"}[name]
+    timers = {"trial_log": 0.0, "store": 0.0, "best": 0.0, "state": 0.0}
+    for name, target, method in (("trial_log", run.run_dir.trials, "flush"), ("store", run.store, "save"),
+                                 ("best", run.store, "update_best"), ("state", run.run_dir, "save_state")):
         setattr(target, method, _timed(getattr(target, method), timers, name))
     start = time.perf_counter()
     run.execute()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - Replay.overhead  # the driver's share of the run
     return {"absorb_symbols": count, "absorb_trials_per_job": trials, "absorb_jobs_per_s": count / seconds,
             "absorb_ms_per_job": 1000 * seconds / count,
             **{f"absorb_ms_per_job_{k}": 1000 * v / count for k, v in timers.items()}}
@@ -130,17 +146,32 @@ def _timed(fn, timers: dict, name: str):
 def scaling(root: Path, count: int, workers: int, windows: int, samples: int, trials: int) -> dict:
     data = symbols_dir(root, count, "NU")
     quiet = Console(level="warning", stream=open(os.devnull, "w"))
-    times = {}
-    for executor in ("local", "ray"):
-        extra = f'[runtime]\nexecutor = "{executor}"\nworkers = {workers}\n'
-        cfg = load_config(config(data, root / executor, trials, extra, windows, samples))
+    times, started = {}, {}
+    for name, executor, threads in (("local", "local", 0), ("local_1thread", "local", 1), ("ray", "ray", 0)):
+        extra = f'[runtime]\nexecutor = "{executor}"\nworkers = {workers}\nthreads = {threads}\n'
+        cfg = load_config(config(data, root / name, trials, extra, windows, samples))
+        run = Run(cfg, console=quiet)
+        start_executor = run.executor_cls.start
+
+        def timed_start(self, start_executor=start_executor, name=name):
+            begin = time.perf_counter()
+            start_executor(self)
+            started[name] = time.perf_counter() - begin
+
+        run.executor_cls = type(run.executor_cls.__name__, (run.executor_cls,), {"start": timed_start})
         start = time.perf_counter()
-        outcomes = Run(cfg, console=quiet).execute()
-        times[executor] = time.perf_counter() - start
+        outcomes = run.execute()
+        times[name] = time.perf_counter() - start
         assert all(o.status != "failed" for o in outcomes)
     return {"cpu_symbols": count, "cpu_workers": workers, "cpu_windows": windows, "cpu_samples": samples,
             "cpu_trials": trials, "local_s": times["local"], "ray_s": times["ray"],
-            "ray_speedup": times["local"] / times["ray"], "cores": os.cpu_count()}
+            "ray_speedup": times["local"] / times["ray"], "ray_start_s": started["ray"],
+            "local_start_s": started["local"],
+            "ray_speedup_after_start": (times["local"] - started["local"]) / (times["ray"] - started["ray"]),
+            "local_1thread_s": times["local_1thread"],
+            "ray_speedup_over_1thread_after_start": (times["local_1thread"] - started["local_1thread"])
+            / (times["ray"] - started["ray"]),
+            "cores": os.cpu_count()}
 
 
 def main() -> None:
@@ -150,8 +181,8 @@ def main() -> None:
     parser.add_argument("--cpu-symbols", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--windows", type=int, default=250)
-    parser.add_argument("--samples", type=int, default=2048)
-    parser.add_argument("--cpu-trials", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--cpu-trials", type=int, default=200)
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -123,8 +123,8 @@ class AcceptanceConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where stored configs (``directory``) and per-run logs (``runs``) go; a running job's trials are
-    written to the log every ``log_flush_s`` seconds (0: after every batch) and when it ends."""
+    """Where stored configs (``directory``) and per-run logs (``runs``) go. Finished trial batches
+    and jobs are written in one group every ``log_flush_s`` seconds (0: each as it finishes)."""
 
     directory: Path = Path("hyperparams")
     runs: Path = Path("runs")

@@ -12,6 +12,7 @@ import datetime as dt
 import secrets
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,8 @@ from compiled_opt.engine.registry import Plugins, build
 from compiled_opt.engine.search import exhaustive_cost
 from compiled_opt.engine.store import ConfigStore, RunDir, find_run, read_trials
 
-STATE_SAVE_INTERVAL_S = 1.0
+
+WRITERS = 8  # threads writing a group commit's files
 
 
 def load_symbols(config: Config) -> list[Series]:
@@ -70,8 +72,7 @@ class Run:
         self.store = ConfigStore(config.output.directory)
         self.state = self._resume_state(config, resume) if resume else None
         self.config = config
-        self.run_dir = RunDir(config.output.runs, self.state.run_id if self.state else new_run_id(),
-                              config.output.log_flush_s)
+        self.run_dir = RunDir(config.output.runs, self.state.run_id if self.state else new_run_id())
         self.references = self._check_inputs()
         if self.state is None:
             seed = config.search.seed if isinstance(config.search.seed, int) else secrets.randbits(31)
@@ -79,7 +80,8 @@ class Run:
                                   config.snapshot(), config.fingerprint(), self._fingerprints(), seed,
                                   engine_version=compiled_opt.__version__)
         self._saved_at = 0.0
-        self.job_errors: dict[str, str] = {}
+        self.pending: list[tuple[JobSpec, StoredRecord]] = []
+        self.best_updated: set[str] = set()
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -169,7 +171,7 @@ class Run:
         logged = read_trials(self.run_dir.path)
         self.outcomes: dict[str, Outcome] = {}
         self.console.run_header(self.run_dir, self.config, executor.describe(), resumed=bool(self.state.jobs))
-        self._save_state(force=True)
+        self._commit(force=True)
         try:
             pooled = self._pooled_stage(executor, logged) if self.config.pooled.enabled else {}
             jobs = []
@@ -188,10 +190,10 @@ class Run:
         finally:
             executor.close()
             self.console.stop_jobs()
-            self._flush_log()
-        for series in self.series:
-            self._update_best(series.symbol)
-        self._save_state(force=True)
+            self._commit(force=True)
+        for symbol in {s.symbol for s in self.series} - self.best_updated:  # e.g. stored by an earlier attempt
+            self._update_best(symbol)
+        self.store.sync()
         outcomes = list(self.outcomes.values())
         self.console.summary(outcomes, self.run_dir)
         return outcomes
@@ -208,19 +210,18 @@ class Run:
         def on_event(event: Event) -> None:
             if isinstance(event, TrialBatch):
                 return self._on_batch(event)
-            self._flush_log(event.job_id)
             model = event.job_id.split("/")[1]
             if event.result is None:  # its symbols go on without a pooled config
                 self.console.line(f"FAILED {event.job_id}: {event.error}; the symbols run without a pooled config",
                                   level="warning")
-                self._log_failure(event.job_id, event.error, event.traceback)
+                self._fail(event.job_id, event.error, event.traceback)
                 return
             result = event.result
             chosen = result.challenger if result.decision.accept else self.models[model].defaults
             self.state.pooled[model] = {"config": chosen, "accepted": result.decision.accept,
                                         "reason": result.decision.reason}
             self.console.pooled_done(result, chosen)
-            self._save_state(force=True)
+            self._commit(force=True)
 
         executor.run(pending, on_event)
         self.console.stop_jobs()
@@ -233,73 +234,96 @@ class Run:
             self._on_done(event)
 
     def _on_batch(self, event: TrialBatch) -> None:
+        self.run_dir.trials.append(event.rows)
         try:
-            self.run_dir.trials.append(event.job_id, event.stage, event.batch, event.rows)
             for text in event.tracebacks:
                 self.run_dir.log_error(f"{event.job_id}: a failed trial", text)
         except OSError as exc:
-            self.job_errors.setdefault(event.job_id, f"cannot write the trial log: {exc}")
+            self.console.line(f"cannot write {self.run_dir.errors_path}: {exc}", level="warning")
         self.console.batch(event)
-
-    def _flush_log(self, job_id: str | None = None) -> None:
-        try:
-            self.run_dir.trials.flush(job_id)
-        except OSError as exc:
-            if job_id is None:
-                self.console.line(f"cannot write the trial log: {exc}", level="warning")
-            else:
-                self.job_errors.setdefault(job_id, f"cannot write the trial log: {exc}")
+        self._commit()
 
     def _on_done(self, event: JobDone) -> None:
         job = self.jobs[event.job_id]
-        self._flush_log(job.job_id)  # a job's trials are logged before its record is stored
         state = self.state.jobs.setdefault(job.job_id, JobState())
         state.attempts += event.attempts
-        error, trace = event.error or self.job_errors.get(job.job_id, ""), event.traceback
-        outcome = None
+        error, trace = event.error, event.traceback
         if not error:
             try:
-                outcome = self._store(job, event.result)
-            except Exception as exc:  # e.g. an output folder that cannot be written
+                outcome, record = self._decide(job, event.result)
+            except Exception as exc:
                 error, trace = f"{type(exc).__name__}: {exc}", traceback.format_exc()
         if error:
-            state.state, state.error, state.status = "failed", error, "failed"
-            outcome = Outcome(job.symbol, job.model, "failed", detail=error)
-            self._log_failure(job.job_id, error, trace)
+            outcome = self._fail(job.job_id, error, trace)
         else:
-            state.state, state.status = "done", outcome.status
-        state.outcome = dataclasses.asdict(outcome)
-        self.outcomes[job.job_id] = outcome
+            state.state, state.status, state.outcome = "done", outcome.status, dataclasses.asdict(outcome)
+            self.outcomes[job.job_id] = outcome
+            if record is not None:
+                self.pending.append((job, record))
         self.console.job_done(job, event.result, outcome, error, trace if self.debug else "")
-        self._save_state()
+        self._commit()
 
-    def _log_failure(self, job_id: str, error: str, trace: str) -> None:
+    def _fail(self, job_id: str, error: str, trace: str) -> Outcome:
+        """Mark a job failed (its stored file stays as it was) and log why."""
+        job = self.jobs[job_id]
+        outcome = Outcome(job.symbol, job.model, "failed", detail=error)
+        state = self.state.jobs.setdefault(job_id, JobState())
+        state.state, state.error, state.status, state.outcome = "failed", error, "failed", dataclasses.asdict(outcome)
+        self.outcomes[job_id] = outcome
         try:
             self.run_dir.log_error(job_id, trace or error)
         except OSError as exc:
-            self.console.line(f"{job_id}: cannot write {self.run_dir.errors_path}: {exc}")
+            self.console.line(f"{job_id}: cannot write {self.run_dir.errors_path}: {exc}", level="warning")
+        return outcome
 
-    def _save_state(self, force: bool = False) -> None:
-        """``run.json`` and the stored configs' renames made durable: at most once a second, or now."""
+    def _commit(self, force: bool = False) -> None:
+        """The group commit, every ``output.log_flush_s`` seconds (or now): the trial log's finished
+        batches, then the finished jobs' records and ``best/``, then ``run.json``, in that order, so
+        that no record is on disk before its trials and ``run.json`` never before its records. A run
+        killed in between loses at most those jobs' results, and resuming recomputes them."""
         now = time.monotonic()
-        if force or now - self._saved_at >= STATE_SAVE_INTERVAL_S:
-            try:
-                self.store.sync()
-                self.run_dir.save_state(self.state)
-                self._saved_at = now
-            except OSError as exc:
-                self.console.line(f"cannot write {self.run_dir.state_path}: {exc}")
-
-    def _update_best(self, symbol: str) -> None:
+        if not force and now - self._saved_at < self.config.output.log_flush_s:
+            return
+        self._saved_at = now
+        pending, self.pending = self.pending, []
         try:
-            self.store.update_best(symbol, self.config.evaluation.metric)
+            self.run_dir.trials.flush()
+        except OSError as exc:
+            for job, _ in pending:
+                self._fail(job.job_id, f"cannot write the trial log: {exc}", traceback.format_exc())
+                self.console.line(f"FAILED {job.job_id}: cannot write the trial log: {exc}", level="warning")
+            pending = []
+        with ThreadPoolExecutor(WRITERS) as writers:  # concurrent fsyncs share the file system's journal commits
+            saved = [(job, record, writers.submit(self.store.save, record)) for job, record in pending]
+            fresh = {}
+            for job, record, future in saved:
+                try:
+                    future.result()
+                except Exception as exc:  # e.g. an output folder that cannot be written
+                    error = f"{type(exc).__name__}: {exc}"
+                    self._fail(job.job_id, error, "".join(traceback.format_exception(exc)))
+                    self.console.line(f"FAILED {job.job_id}: {error}", level="warning")
+                    continue
+                fresh.setdefault(job.symbol, []).append(record)
+            for future in [writers.submit(self._update_best, symbol, records[-1]) for symbol, records in fresh.items()]:
+                future.result()
+        try:
+            self.store.sync()
+            self.run_dir.save_state(self.state)
+        except OSError as exc:
+            self.console.line(f"cannot write {self.run_dir.state_path}: {exc}", level="warning")
+
+    def _update_best(self, symbol: str, fresh: StoredRecord | None = None) -> None:
+        try:
+            self.store.update_best(symbol, self.config.evaluation.metric, fresh)
+            self.best_updated.add(symbol)
         except OSError as exc:
             self.console.line(f"{symbol}: cannot update best/: {exc}")
 
     # --- records --------------------------------------------------------------------------------
 
-    def _store(self, job: JobSpec, result: JobResult) -> Outcome:
-        """Write the job's record when it changes anything, and say what happened."""
+    def _decide(self, job: JobSpec, result: JobResult) -> tuple[Outcome, StoredRecord | None]:
+        """What happened, and the record to store when it changes anything."""
         forced = self.config.force and not result.decision.accept
         accept = result.decision.accept or forced
         which = "challenger" if accept else "reference"
@@ -315,13 +339,11 @@ class Run:
             status = shown = "kept defaults"
         else:
             status, shown = "", "no improvement"
-        if status:
-            self.store.save(self._record(job, result, status, kept, which, oos, stored))
-            self._update_best(job.symbol)
+        record = self._record(job, result, status, kept, which, oos, stored) if status else None
         return Outcome(job.symbol, job.model, shown, result.challenger_val.mean, result.reference_val.mean,
                        test_mae=oos.config_mae, test_change=oos.change, test_se=oos.se / oos.defaults_mae,
                        skill=oos.skill, below_resolution=bool(result.decision.stats.get("below_resolution")),
-                       detail=result.decision.reason)
+                       detail=result.decision.reason), record
 
     def _record(self, job: JobSpec, result: JobResult, status: str, config: dict[str, Any], which: str,
                 oos: OutOfSample, stored: StoredRecord | None) -> StoredRecord:

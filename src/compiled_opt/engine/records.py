@@ -113,7 +113,9 @@ class StoredRecord:
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """The JSON payload (shallow: the record's dicts are plain JSON values already)."""
+        out = {**vars(self), "validation": vars(self.validation), "test": vars(self.test),
+               "out_of_sample": vars(self.out_of_sample) if self.out_of_sample else None}
         if self.selected_from is None:
             del out["selected_from"], out["selection_metric"]
         return {"schema_version": out.pop("schema_version"), **out}

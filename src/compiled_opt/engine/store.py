@@ -60,8 +60,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
-def write_json(path: Path, payload: Mapping[str, Any], sync_dir: bool = True) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"), sync_dir=sync_dir)
+def json_text(payload: Mapping[str, Any]) -> str:
+    """How every JSON file is written: indented, one trailing newline."""
+    return json.dumps(payload, indent=2) + "\n"
+
+
+def write_json(path: Path, payload: Mapping[str, Any] | str, sync_dir: bool = True) -> None:
+    text = payload if isinstance(payload, str) else json_text(payload)
+    atomic_write(path, lambda tmp: tmp.write_text(text), sync_dir=sync_dir)
 
 
 def read_json(path: Path) -> Any:
@@ -82,8 +88,8 @@ class ConfigStore:
         self.root = Path(root)
         self.unsynced: set[Path] = set()
 
-    def _write(self, path: Path, payload: Mapping[str, Any]) -> None:
-        write_json(path, payload, sync_dir=False)
+    def _write(self, path: Path, text: str) -> None:
+        write_json(path, text, sync_dir=False)
         self.unsynced.add(path.parent)
 
     def sync(self) -> None:
@@ -101,7 +107,7 @@ class ConfigStore:
         return StoredRecord.from_json(read_json(path), str(path))
 
     def save(self, record: StoredRecord) -> None:
-        self._write(self.path(record.model, record.symbol), record.to_json())
+        self._write(self.path(record.model, record.symbol), json_text(record.to_json()))
 
     def models(self) -> list[str]:
         """Every model folder with stored configs."""
@@ -112,50 +118,50 @@ class ConfigStore:
     def symbols(self, model: str) -> list[str]:
         return sorted(p.stem for p in (self.root / model).glob("*.json"))
 
-    def update_best(self, symbol: str, metric: str) -> StoredRecord | None:
-        """Point ``best/<SYMBOL>.json`` at the stored model with the lowest validation ``metric``."""
-        records = [r for m in self.models() for r in [self.load(m, symbol)] if r is not None]
+    def update_best(self, symbol: str, metric: str, fresh: StoredRecord | None = None) -> StoredRecord | None:
+        """Point ``best/<SYMBOL>.json`` at the stored model with the lowest validation ``metric``
+        (``fresh``: a record just saved, so it need not be read back)."""
+        records = [fresh if fresh is not None and m == fresh.model else self.load(m, symbol) for m in self.models()]
+        records = [r for r in records if r is not None]
         if not records:
             return None
         best = min(records, key=lambda r: getattr(r.validation, metric))
         chosen = dataclasses.replace(best, selected_from={r.model: getattr(r.validation, metric) for r in records},
                                      selection_metric=metric)
-        current = self.path(BEST, symbol)
-        if not current.is_file() or read_json(current) != json.loads(json.dumps(chosen.to_json())):
-            self._write(current, chosen.to_json())
+        current, text = self.path(BEST, symbol), json_text(chosen.to_json())
+        if not current.is_file() or current.read_text() != text:
+            self._write(current, text)
         return chosen
 
 
 class TrialLog:
-    """``<run>/trials/``: Parquet part files of whole batches of one job, appended, never rewritten.
+    """``<run>/trials/``: Parquet part files of finished batches, appended, never rewritten.
 
-    A job's finished batches are buffered and written as one part once ``flush_s`` seconds passed
-    since the first of them (0: every batch at once) or when ``flush`` is called (the driver does
-    when the job ends): many small files would cost the driver more than the jobs themselves. A run
-    killed before a flush loses those batches from the log only; resuming recomputes them.
+    Batches are buffered and each ``flush`` (the driver's group commit) writes them as one part,
+    whatever jobs they belong to: many small files would cost the driver more than the jobs.
+    A run killed before a flush loses those batches from the log only; resuming recomputes them.
     """
 
-    def __init__(self, run_dir: Path, flush_s: float = 1.0):
+    def __init__(self, run_dir: Path):
         self.directory = Path(run_dir) / "trials"
-        self.flush_s = flush_s
-        self.pending: dict[tuple[str, str], tuple[int, float, list[TrialRow]]] = {}
+        self.buffered: list[TrialRow] = []
 
-    def append(self, job: str, stage: str, batch: int, rows: Iterable[TrialRow]) -> None:
-        first, since, buffered = self.pending.setdefault((job, stage), (batch, time.monotonic(), []))
-        buffered.extend(rows)
-        if time.monotonic() - since >= self.flush_s:
-            self.flush(job)
+    def append(self, rows: Iterable[TrialRow]) -> None:
+        self.buffered.extend(rows)
 
-    def flush(self, job: str | None = None) -> None:
-        """Write the buffered batches of ``job`` (every job if ``None``) as one part each."""
+    def flush(self) -> None:
+        """Write the buffered rows as one part (named by time, so parts of later attempts come after)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for key in [k for k in self.pending if job is None or k[0] == job]:
-            first, _, rows = self.pending.pop(key)
-            table = pa.Table.from_pylist([vars(r) for r in rows], schema=trial_schema())
-            path = self.directory / f"{key[0].replace('/', '--')}--{key[1]}--{first:05d}.parquet"
-            atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp), durable=False)
+        if not self.buffered:
+            return
+        schema = trial_schema()
+        table = pa.Table.from_pydict({f.name: [getattr(r, f.name) for r in self.buffered] for f in schema},
+                                     schema=schema)
+        path = self.directory / f"part-{time.time_ns():020d}.parquet"
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp), durable=False)
+        self.buffered = []
 
 
 def read_trials(run_dir: Path) -> list[TrialRow]:
@@ -178,10 +184,10 @@ def read_trials(run_dir: Path) -> list[TrialRow]:
 class RunDir:
     """``<runs>/<id>/``: ``run.json`` (the run state), ``trials/`` and ``errors.log``."""
 
-    def __init__(self, runs: Path, run_id: str, flush_s: float = 1.0):
+    def __init__(self, runs: Path, run_id: str):
         self.path = Path(runs) / run_id
         self.run_id = run_id
-        self.trials = TrialLog(self.path, flush_s)
+        self.trials = TrialLog(self.path)
 
     @property
     def state_path(self) -> Path:

@@ -3,7 +3,8 @@
 One actor per worker slot: ``runtime.gpus_per_worker`` GPUs each (fractional: several actors share
 a GPU) when the runtime uses CUDA, else one CPU each. ``runtime.workers`` (0: as many as the
 cluster's GPUs, or CPUs, allow). Each actor loads every model once and runs many jobs. Finished
-trial batches stream back through a Ray queue, so the driver's progress and trial log stay live.
+trial batches stream back as they finish (each job is a Ray streaming generator), so the driver's
+progress and trial log stay live.
 An actor killed mid-job is restarted by Ray; its job goes to the next free actor, which replays the
 batches already streamed (the optimizer asks the same candidates again) and carries on, up to
 ``ray.max_retries`` times. ``ray.address`` (or ``--ray-address``) joins a running cluster; empty
@@ -14,8 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import queue
+import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from compiled_opt.engine.errors import UsageError
@@ -23,7 +27,6 @@ from compiled_opt.engine.executor import Executor, JobDone, OnEvent, run_job
 from compiled_opt.engine.jobs import JobSpec, TrialBatch, Worker, WorkerSetup, logged_trials
 from compiled_opt.engine.records import TrialRow
 
-POLL_S = 0.02
 INSTALL = "pip install 'compiled-opt[ray]'"
 
 
@@ -36,21 +39,30 @@ def _ray() -> Any:
 
 
 class _Actor:
-    """The body of a Ray actor: a ``Worker`` whose batches go to the driver's queue."""
+    """The body of a Ray actor: a ``Worker`` whose jobs stream their batches back as they finish."""
 
     def __init__(self, setup: WorkerSetup):
         self.worker = Worker(setup)
+        import nevergrad  # noqa: F401  (imported here, while the actor starts, not inside its first job)
 
     def ready(self) -> str:
         return self.worker.runtime.device
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
-    def run(self, job: JobSpec, queue: Any) -> JobDone:
-        return run_job(self.worker, job, queue.put)
+    def run(self, job: JobSpec) -> Iterator[TrialBatch | JobDone]:
+        """A Ray streaming generator: every finished batch of ``job``, then its ``JobDone``. The job runs
+        in a thread of the actor while this yields what it reports."""
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        thread = threading.Thread(target=lambda: events.put(run_job(self.worker, job, events.put)))
+        thread.start()
+        while True:
+            event = events.get()
+            yield event
+            if isinstance(event, JobDone):
+                break
+        thread.join()
 
 
 class RayExecutor(Executor):
@@ -58,7 +70,6 @@ class RayExecutor(Executor):
 
     def start(self) -> None:
         ray = _ray()
-        from ray.util.queue import Queue
 
         rt, address = self.setup.runtime, self.config.ray.address
         if not ray.is_initialized():
@@ -75,7 +86,6 @@ class RayExecutor(Executor):
         per = {"num_gpus": rt.gpus_per_worker, "num_cpus": 1} if gpu else {"num_cpus": 1}
         slots = int(resources.get("GPU", 0) / rt.gpus_per_worker) if gpu else int(resources.get("CPU", 1))
         count = rt.workers or max(slots, 1)
-        self.queue = Queue()
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(_Actor)
         self.actors = [actor_cls.options(**per).remote(self.setup) for _ in range(count)]
         try:
@@ -95,37 +105,36 @@ class RayExecutor(Executor):
     def run(self, jobs: Sequence[JobSpec], on_event: OnEvent) -> None:
         ray = _ray()
         pending = deque((job, 1) for job in jobs)
-        running: dict[Any, tuple[Any, JobSpec, int]] = {}
+        running: dict[Any, tuple[Any, JobSpec, int]] = {}  # streaming generator -> actor, job, attempt
         free = list(self.actors)
         streamed: dict[str, list[TrialRow]] = {}
-
-        def drain() -> None:
-            for batch in self.queue.get_nowait_batch(self.queue.qsize()):
-                streamed.setdefault(batch.job_id, []).extend(batch.rows)
-                on_event(batch)
-
         while pending or running:
             while free and pending:
                 job, attempt = pending.popleft()
                 actor = free.pop(0)
-                running[actor.run.remote(job, self.queue)] = (actor, job, attempt)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
-            drain()
-            for ref in ready:
-                actor, job, attempt = running.pop(ref)
-                free.append(actor)
+                running[actor.run.remote(job)] = (actor, job, attempt)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for stream in ready:
+                actor, job, attempt = running[stream]
                 try:
-                    done = ray.get(ref)
+                    event = ray.get(next(stream))
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
-                    drain()
+                    del running[stream]
+                    free.append(actor)  # Ray restarts it
                     if attempt <= self.config.ray.max_retries:
-                        rows = [r for r in streamed.get(job.job_id, []) if r.stage == job.stage]
+                        rows = [r for r in streamed.pop(job.job_id, []) if r.stage == job.stage]
                         pending.appendleft((dataclasses.replace(job, replay=job.replay + logged_trials(rows)),
                                             attempt + 1))
                         continue
-                    done = JobDone(job.job_id, None, f"its Ray worker died {attempt} times ({type(exc).__name__})")
-                drain()
-                on_event(dataclasses.replace(done, attempts=attempt))
+                    event = JobDone(job.job_id, None, f"its Ray worker died {attempt} times ({type(exc).__name__})")
+                if isinstance(event, TrialBatch):
+                    streamed.setdefault(job.job_id, []).extend(event.rows)
+                    on_event(event)
+                    continue
+                del running[stream]
+                free.append(actor)
+                streamed.pop(job.job_id, None)
+                on_event(dataclasses.replace(event, attempts=attempt))
 
     def close(self) -> None:
         ray = _ray()
