@@ -90,3 +90,16 @@ def test_a_worker_killed_mid_job_is_retried_and_the_result_is_unchanged(tmp_path
     assert max(state.attempts for state in run.state.jobs.values()) == 2
     assert stored(root) == local_run[0]
     assert trials(root) == local_run[1]
+
+
+def test_ray_runs_a_toto_config(tmp_path, market_dir):
+    pytest.importorskip("toto")
+    from compiled_opt.engine.checkpoint import options_toml, write_random
+
+    options = options_toml(write_random("toto", tmp_path / "toto", "tiny"))
+    models = f'[models.toto]\nbackend = "toto"\n{options}\nspace = {{ aggregate = {{ choice = ["mean", "median"] }} }}\n'
+    config = write_config(tmp_path, market_dir, trials=4, extra=EXTRA, models=models)
+    proc = subprocess.run([CLI, "run", str(config), "--executor", "ray"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "executor ray (2 workers on cpu)" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "hyperparams" / "toto").iterdir()) == ["APP.json", "NU.json"]
