@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from compiled_opt.engine.config import load_config
 from compiled_opt.engine.console import Console
 from compiled_opt.engine.driver import Run
-from compiled_opt.engine.executor import Executor, JobDone, LocalExecutor
+from compiled_opt.engine.executor import Executor, LocalExecutor
 from compiled_opt.engine.importer import import_csv
 from compiled_opt.engine.jobs import TrialBatch
 from market import MARKET

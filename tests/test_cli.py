@@ -92,6 +92,7 @@ def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, ca
     (lambda c: c + '[acceptance]\npolicy = "paranoid"\n', "acceptance.policy"),
     (lambda c: c.replace("batch = 4", "batch = -1"), "search.batch"),
     (lambda c: c.replace("[search]", "[runtime]\nexecutor = \"dask\"\n[search]"), "runtime.executor"),
+    (lambda c: c.replace("[search]", "[search]\nexhaustive = \"always\""), "search.exhaustive"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, market_dir, capsys, edit, where):
     config = write_config(tmp_path, market_dir, trials=4)

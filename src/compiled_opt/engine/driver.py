@@ -12,8 +12,9 @@ import datetime as dt
 import secrets
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import compiled_opt
@@ -69,6 +70,7 @@ class Run:
                                                                        config.where("runtime.executor"))
         self.series = load_symbols(config)
         self.models = {name: make_model_spec(mc, self.plugins, config) for name, mc in config.models.items()}
+        self.exhaustive = {name: self._exhaustive(model, config) for name, model in self.models.items()}
         self.store = ConfigStore(config.output.directory)
         self.state = self._resume_state(config, resume) if resume else None
         self.config = config
@@ -123,30 +125,36 @@ class Run:
                      tuple(derive_seeds(e.seed, "decision", e.eval_runs, self.state.run_seed, *key)),
                      tuple(derive_seeds(e.seed, "gate", e.eval_runs, self.state.run_seed, *key)))
 
+    def _exhaustive(self, model: ModelSpec, config: Config) -> bool:
+        """Whether ``model``'s space is scored point by point (``search.exhaustive``)."""
+        s = config.search
+        cost = exhaustive_cost(model.space, self.plugins.backends.get(model.backend).samples_param
+                               if model.max_samples else None)
+        if s.exhaustive == "always" and cost is None:
+            raise UsageError(f"model {model.name!r}: exhaustive search needs a space of choices only",
+                             config.where("search.exhaustive"))
+        return cost is not None and (s.exhaustive == "always" or (s.exhaustive == "auto" and cost <= s.trials))
+
     def _search_spec(self, model: ModelSpec, job_id: str) -> SearchSpec:
         """The search of one job: its own optimizer seed, derived from the run's (symbols explore differently)."""
         s = self.config.search
-        cost = exhaustive_cost(model.space, self.plugins.backends.get(model.backend).samples_param
-                               if model.max_samples else None)
-        exhaustive = cost is not None and (s.exhaustive == "always" or (s.exhaustive == "auto" and cost <= s.trials))
-        if s.exhaustive == "always" and cost is None:
-            raise UsageError(f"model {model.name!r}: exhaustive search needs a space of choices only",
-                             self.config.where("search.exhaustive"))
         seed = derive_seeds(self.state.run_seed, "optimizer", 1, *job_id.split("/"))[0]
-        return SearchSpec(s.optimizer, s.trials, s.batch, seed, exhaustive, s.racing_max_runs if s.racing else None)
+        return SearchSpec(s.optimizer, s.trials, s.batch, seed, self.exhaustive[model.name],
+                          s.racing_max_runs if s.racing else None)
 
     def _job(self, model: ModelSpec, series: Sequence[Series], stage: str, reference: dict[str, Any], kind: str,
-             pooled: dict[str, Any] | None, logged: list[TrialRow]) -> JobSpec:
+             pooled: dict[str, Any] | None, logged: dict[tuple[str, str], list[TrialRow]]) -> JobSpec:
         d, cfg = self.config.data, self.config
         cuts = [splits(len(s), d.val_window, d.test_window, d.horizon) for s in series]
         job_id = f"{series[0].symbol}/{model.name}" if stage == "search" else f"pooled/{model.name}"
         return JobSpec(
-            job_id=job_id, run_id=self.run_dir.run_id, model=model.name, backend=model.backend, stage=stage, series=tuple(series),
+            job_id=job_id, run_id=self.run_dir.run_id, model=model.name, backend=model.backend, stage=stage,
+            series=tuple(series),
             validation=tuple(c.validation for c in cuts), test=tuple(c.test for c in cuts), horizon=d.horizon,
             metric=cfg.evaluation.metric, seeds=self._seeds(*job_id.split("/")), search=self._search_spec(model, job_id),
             policy=cfg.acceptance.policy, policy_options=dict(cfg.acceptance.options), reference=reference,
             reference_kind=kind, pooled=pooled, pooled_alpha=cfg.pooled.alpha,
-            replay=logged_trials([r for r in logged if r.job == job_id and r.stage == stage]),
+            replay=logged_trials(logged.get((job_id, stage), [])),
         )
 
     def _finished(self, job_id: str) -> bool:
@@ -168,7 +176,9 @@ class Run:
                             self.fast.dtypes)
         executor = self.executor_cls(setup, self.config)
         executor.start()  # loads every model: missing weights stop the run here, before any write
-        logged = read_trials(self.run_dir.path)
+        logged: dict[tuple[str, str], list[TrialRow]] = defaultdict(list)  # an interrupted attempt's trials
+        for row in read_trials(self.run_dir.path):
+            logged[(row.job, row.stage)].append(row)
         self.outcomes: dict[str, Outcome] = {}
         self.console.run_header(self.run_dir, self.config, executor.describe(), resumed=bool(self.state.jobs))
         self._commit(force=True)
@@ -182,7 +192,8 @@ class Run:
                     if self._finished(job.job_id):
                         self.console.line(f"{job.job_id}: finished in an earlier attempt, skipped")
                         continue
-                    self.state.jobs[job.job_id] = JobState(attempts=self.state.jobs.get(job.job_id, JobState()).attempts)
+                    earlier = self.state.jobs.get(job.job_id, JobState())
+                    self.state.jobs[job.job_id] = JobState(attempts=earlier.attempts)
                     jobs.append(job)
             self.console.start_jobs(jobs)
             self.jobs = {j.job_id: j for j in jobs}
@@ -198,7 +209,8 @@ class Run:
         self.console.summary(outcomes, self.run_dir)
         return outcomes
 
-    def _pooled_stage(self, executor: Executor, logged: list[TrialRow]) -> dict[str, dict[str, Any]]:
+    def _pooled_stage(self, executor: Executor,
+                      logged: dict[tuple[str, str], list[TrialRow]]) -> dict[str, dict[str, Any]]:
         """One config per model, tuned on every symbol's validation windows together."""
         pending = []
         for model in self.models.values():

@@ -17,7 +17,7 @@ from typing import Any
 from compiled_opt.engine.backend import ContractError
 from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.evaluate import Evaluation
-from compiled_opt.engine.space import Choices, Space, grid, grid_size, parametrization
+from compiled_opt.engine.space import Space, grid, grid_size, parametrization
 
 # Scoring a point whose samples are in the sample cache costs about this share of a trial that draws
 # (benchmarks/bench_run.py: aggregation only); it decides when `exhaustive = "auto"` scores a grid.
