@@ -280,7 +280,7 @@ def child(args: argparse.Namespace) -> dict:
     for owner in (search._Optimizer, search._Grid):
         clock.wrap(owner, "ask", "optimizer")
         clock.wrap(owner, "tell", "optimizer")
-    for method in ("_on_batch", "_on_done", "_save_state", "_update_best", "_flush_log"):
+    for method in ("_on_batch", "_on_done", "_commit"):
         clock.wrap(Run, method, "store")
 
     config = load_config(args.child)

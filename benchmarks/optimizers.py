@@ -62,8 +62,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS))
+    parser.add_argument("--overhead-only", action="store_true", help="only the optimizers' own cost (quick)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.overhead_only:
+        space = parse_space(BootstrapBackend.default_space, "bootstrap default space")
+        out = {name: min(overhead_ms(space, name, args.trials, args.batch) for _ in range(3))
+               for name in args.optimizers}
+        print(json.dumps({"overhead_ms": out}))
+        return
 
     plugins = Plugins.load()
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
