@@ -158,15 +158,22 @@ def test_no_recompile_for_the_test_split(tiny, app_series, aggregators, monkeypa
 # --- fast dtypes ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["toto", "kronos"])
+LOWER_PRECISION = [name for name in ("toto", "kronos")
+                   if getattr(Plugins.load().backends.get(name), "fast_dtype", "float32") != "float32"]
+
+
+def test_only_toto_runs_in_lower_precision_in_fast_mode():
+    """Kronos keeps float32: bfloat16 moved its MAE by up to 0.94% (docs/kronos.md), above the tolerance."""
+    assert LOWER_PRECISION == ["toto"]
+
+
+@pytest.mark.parametrize("name", LOWER_PRECISION)
 def test_a_fast_dtype_keeps_pct_return_mae_within_tolerance(name, tiny, plugins, aggregators, market_dir):
     """Where a backend runs bfloat16 in fast mode, its validation pct_return_mae stays within
     DTYPE_TOLERANCE of float32's on the same windows and seeds (CPU autocast, tiny model)."""
     from compiled_opt.engine.data import read_series
 
     cls = plugins.backends.get(name)
-    if cls.fast_dtype == "float32":
-        pytest.skip(f"{name} keeps float32 in fast mode")
     full, half = cls(Runtime(), **tiny[name]), cls(Runtime(dtype=getattr(torch, cls.fast_dtype)), **tiny[name])
     seeds = tuple(derive_seeds(0, "search", 3))
     for symbol in ("APP", "NU"):
