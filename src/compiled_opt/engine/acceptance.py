@@ -146,6 +146,14 @@ def paired_differences(challenger: Evaluation, incumbent: Evaluation) -> np.ndar
     return a - b
 
 
+def window_standard_error(per_window: np.ndarray) -> float | None:
+    """The standard error of the mean of paired per-window differences, treating windows as
+    exchangeable draws (``W - 1`` degrees of freedom); ``None`` with fewer than 2 windows."""
+    if per_window.size < 2:
+        return None
+    return float(per_window.std(ddof=1) / np.sqrt(per_window.size))
+
+
 def mc_standard_error(d: np.ndarray) -> tuple[float, float] | None:
     """The Monte Carlo standard error of ``d.mean()`` and its Welch-Satterthwaite degrees of freedom.
 

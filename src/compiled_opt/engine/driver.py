@@ -112,7 +112,7 @@ class Run:
             for model in self.models.values():
                 check_history(series, split.validation, model.max_context(self.plugins.backends.get(model.backend)))
                 stored = self.store.load(model.name, series.symbol)
-                params = model.params(stored.config) if stored and stored.backend == model.backend else None
+                params = model.params(stored)
                 references[(series.symbol, model.name)] = ((params, "stored", stored) if params is not None
                                                            else (model.defaults, "defaults", stored))
         return references

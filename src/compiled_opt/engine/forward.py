@@ -67,7 +67,7 @@ def forward_test(config: Config, plugins: Plugins | None = None, last: int | Non
         picked = target_rows(len(s), horizon, last, rows, config.data.test_window)
         for name, spec in models.items():
             record = store.load(name, s.symbol)
-            params = spec.params(record.config) if record and record.backend == spec.backend else None
+            params = spec.params(record)
             if params is None:
                 continue
             cls = plugins.backends.get(spec.backend)

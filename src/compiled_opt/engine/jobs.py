@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import stats as st
 
-from compiled_opt.engine.acceptance import Decision, Policy, judge
+from compiled_opt.engine.acceptance import Decision, Policy, judge, window_standard_error
 from compiled_opt.engine.backend import ModelBackend, Runtime
 from compiled_opt.engine.config import RuntimeConfig
 from compiled_opt.engine.data import Series
@@ -192,7 +192,7 @@ class Worker:
 def pooled_gate(own: Evaluation, pooled: Evaluation, alpha: float) -> dict[str, Any]:
     """One-sided paired t-test over windows: is the symbol's own config better than the pooled one?"""
     d = pooled.errors.mean(axis=0) - own.errors.mean(axis=0)  # positive: own is better
-    se = float(d.std(ddof=1) / np.sqrt(d.size))
+    se = window_standard_error(d)
     t = float(d.mean() / se) if se > 0 else (np.inf if d.mean() > 0 else -np.inf)
     p = float(st.t.sf(t, d.size - 1))
     return {"test": "one-sided paired t-test over validation windows against the pooled config",

@@ -16,6 +16,7 @@ import torch
 from compiled_opt.engine.backend import ModelBackend, Runtime
 from compiled_opt.engine.config import Config, ModelConfig, RuntimeConfig
 from compiled_opt.engine.errors import UsageError, did_you_mean
+from compiled_opt.engine.records import StoredRecord
 from compiled_opt.engine.registry import Plugins, build, check_options
 from compiled_opt.engine.space import Choices, Range, Space, parse_space
 
@@ -38,11 +39,12 @@ class ModelSpec:
     defaults: dict[str, Any]
     max_samples: int | None
 
-    def params(self, stored: Mapping[str, Any]) -> dict[str, Any] | None:
-        """A stored config as full parameters, or ``None`` if it names parameters this backend lacks."""
-        if not set(stored) <= set(self.base):
+    def params(self, record: StoredRecord | None) -> dict[str, Any] | None:
+        """A stored record's config as full parameters, or ``None`` if there is none, it is another
+        backend's, or it names parameters this backend lacks."""
+        if record is None or record.backend != self.backend or not set(record.config) <= set(self.base):
             return None
-        return {**self.base, **stored}
+        return {**self.base, **record.config}
 
     def max_context(self, cls: type[ModelBackend]) -> int:
         """The longest history any candidate (or the defaults) may ask for."""

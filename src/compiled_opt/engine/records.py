@@ -15,8 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from compiled_opt.engine.acceptance import window_standard_error
 from compiled_opt.engine.errors import UsageError
 from compiled_opt.engine.evaluate import Evaluation
 
@@ -84,7 +83,7 @@ class OutOfSample:
     def of(cls, config: Evaluation, defaults: Evaluation) -> "OutOfSample":
         d = defaults.errors.mean(axis=0) - config.errors.mean(axis=0)  # run-averaged, per window
         return cls(config_mae=config.mean, defaults_mae=defaults.mean, naive_mae=float(config.naive_mae),
-                   difference=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0,
+                   difference=float(d.mean()), se=window_standard_error(d) or 0.0,
                    change=(config.mean - defaults.mean) / defaults.mean, windows=int(d.size),
                    skill=float(config.skill), defaults_skill=float(defaults.skill))
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as st
 
-from compiled_opt.engine.acceptance import Decision, Policy, improvement_text, mc_standard_error, paired_differences
+from compiled_opt.engine.acceptance import (Decision, Policy, improvement_text, mc_standard_error, paired_differences,
+                                            window_standard_error)
 from compiled_opt.engine.evaluate import Evaluation
 from compiled_opt.engine.hookspecs import Register, hookimpl
 
@@ -51,10 +52,11 @@ def runs_test(d: np.ndarray) -> Test | None:
 def windows_test(d: np.ndarray) -> Test | None:
     """Window-to-window test on run-averaged differences; ``None`` with fewer than 2 windows."""
     per_window = d.mean(axis=0)
-    if per_window.size < 2:
+    se = window_standard_error(per_window)
+    if se is None:
         return None
-    return Test(float(per_window.mean()), float(per_window.std(ddof=1) / np.sqrt(per_window.size)),
-                float(per_window.size - 1), "one-sided paired t-test over windows (run-averaged errors)")
+    return Test(float(per_window.mean()), se, float(per_window.size - 1),
+                "one-sided paired t-test over windows (run-averaged errors)")
 
 
 class Paired(Policy):
