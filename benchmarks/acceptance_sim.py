@@ -38,13 +38,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from compiled_opt.engine.acceptance import Policy, judge
-from compiled_opt.engine.backend import FEATURES, ModelBackend, Runtime, WindowBatch
-from compiled_opt.engine.data import splits
-from compiled_opt.engine.evaluate import Evaluation, Evaluator
-from compiled_opt.engine.registry import Plugins, build
-from compiled_opt.engine.randomness import Draws, derive_seeds
+from compiled_opt.core.backend import FEATURES, ModelBackend, Runtime, WindowBatch
+from compiled_opt.core.data import splits
+from compiled_opt.core.evaluate import Evaluation, Evaluator
+from compiled_opt.core.randomness import Draws, derive_seeds
+from compiled_opt.core.registry import Plugins, build
+from compiled_opt.tuning.acceptance import Policy, judge
+
 from market import load_symbol
+
 SCENARIOS = ("aa_accept", "flat_accept", "power_1pct", "power_2pct", "power_5pct")
 EFFECTS = {"power_1pct": 0.01, "power_2pct": 0.02, "power_5pct": 0.05}
 # Beyond each registered policy at its defaults: what confirmation changes, both ways.

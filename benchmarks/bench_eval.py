@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
 import torch
 
-from compiled_opt.engine.backend import Runtime
-from compiled_opt.engine.data import splits, windows
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.randomness import Draws, derive_seeds
+from compiled_opt.core.backend import Runtime
+from compiled_opt.core.data import splits, windows
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.randomness import Draws, derive_seeds
+from compiled_opt.core.registry import Plugins
+
 from market import load_symbol
 
 

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from compiled_opt.engine.config import load_config
-from compiled_opt.engine.console import Console
-from compiled_opt.engine.driver import Run
-from compiled_opt.engine.executor import Executor, LocalExecutor
-from compiled_opt.engine.importer import import_csv
-from compiled_opt.engine.jobs import TrialBatch
+from compiled_opt.commands.importer import import_csv
+from compiled_opt.core.config import load_config
+from compiled_opt.run.console import Console
+from compiled_opt.run.driver import Run
+from compiled_opt.run.executor import Executor, LocalExecutor
+from compiled_opt.tuning.jobs import TrialBatch
+
 from market import MARKET
 
 

@@ -28,13 +28,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from compiled_opt.engine.backend import FEATURES, Runtime
-from compiled_opt.engine.data import splits, windows
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.randomness import derive_seeds
-from compiled_opt.plugins.kronos import KronosBackend, import_kronos
-from compiled_opt.plugins.kronos.checkpoint import MODELS, write_random
+from compiled_opt.core.backend import FEATURES, Runtime
+from compiled_opt.core.data import splits, windows
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.randomness import derive_seeds
+from compiled_opt.core.registry import Plugins
+from compiled_opt.plugins.backends.kronos import KronosBackend, import_kronos
+from compiled_opt.plugins.backends.kronos.checkpoint import MODELS, write_random
+
 from market import load_symbol
 
 

@@ -1,7 +1,7 @@
 """The whole ``compiled-opt run``, timed and split: where a run's wall time goes.
 
 ``python benchmarks/bench_run.py --json`` runs, for each backend asked (``--backend``, repeatable),
-``compiled_opt.engine.driver.Run`` on a generated config: ``--symbols`` real symbols from
+``compiled_opt.run.driver.Run`` on a generated config: ``--symbols`` real symbols from
 ../shared/data/market x ``--trials`` trials x ``--runs`` evaluation runs, the engine's defaults
 otherwise (optimizer, acceptance, exhaustive scoring of a small discrete space). Default backends:
 ``bootstrap`` and ``zero`` on the CPU, plus ``toto`` and ``kronos`` with ``--device cuda``.
@@ -54,7 +54,7 @@ VALIDATION, TEST = 30, 20
 
 def prepare(directory: Path, symbols: int) -> list[str]:
     """``symbols`` real symbols (alphabetically) converted to Parquet in ``directory / "data"``."""
-    from compiled_opt.engine.importer import import_csvs
+    from compiled_opt.commands.importer import import_csvs
 
     chosen = sorted(MARKET.glob("*.csv"))[:symbols]
     if len(chosen) < symbols:
@@ -65,7 +65,7 @@ def prepare(directory: Path, symbols: int) -> list[str]:
 
 def config_text(directory: Path, symbols: list[str], backend: str, options: dict, args: argparse.Namespace,
                 mode: str) -> str:
-    from compiled_opt.engine.checkpoint import options_toml
+    from compiled_opt.commands.checkpoint import options_toml
 
     device = "cpu" if args.device == "cpu" else "cuda"
     return f"""
@@ -101,7 +101,7 @@ def run_child(config: Path, backend: str, args: argparse.Namespace) -> dict:
 
 
 def parent(args: argparse.Namespace) -> dict:
-    from compiled_opt.engine.checkpoint import write_random
+    from compiled_opt.commands.checkpoint import write_random
 
     backends = args.backend or (["bootstrap", "zero"] + (["toto", "kronos"] if args.device != "cpu" else []))
     results = {}
@@ -190,8 +190,8 @@ def zero_cost_plugin() -> type:
 
 def seed_loop(name: str, spec, runtime, calls: int, symbols: list, trials: int, runs: int) -> dict:
     """The seed script's loop for the same work, scaled from ``calls`` timed model calls on one symbol."""
-    from compiled_opt.engine.data import splits
-    from compiled_opt.engine.registry import Plugins
+    from compiled_opt.core.data import splits
+    from compiled_opt.core.registry import Plugins
 
     cls = Plugins.load().backends.get(name)
     start = time.perf_counter()
@@ -218,7 +218,7 @@ def _seed_call(name: str, backend, series, params):
     with the model's default config (Toto: 256 samples in batches of 64)."""
     import torch
 
-    from compiled_opt.engine.data import windows
+    from compiled_opt.core.data import windows
 
     def window(row: int):
         return windows(series, range(row, row + 1), backend.context_length(params), 1)
@@ -231,7 +231,7 @@ def _seed_call(name: str, backend, series, params):
     if name == "kronos":
         from bench_kronos import predictor_frame
 
-        from compiled_opt.plugins.kronos import import_kronos
+        from compiled_opt.plugins.backends.kronos import import_kronos
 
         predictor = import_kronos().KronosPredictor(backend.model, backend.tokenizer, device=backend.runtime.device,
                                                      max_context=int(params["max_context"]), clip=params["clip"])
@@ -242,7 +242,7 @@ def _seed_call(name: str, backend, series, params):
                               verbose=False)
 
         return predict
-    from compiled_opt.engine.randomness import Draws
+    from compiled_opt.core.randomness import Draws
     from compiled_opt.plugins.aggregators import builtin_aggregators
 
     aggregator = {a.name: a for a in builtin_aggregators()}[params["aggregate"]]
@@ -260,13 +260,14 @@ def child(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from compiled_opt.engine import registry, search
-    from compiled_opt.engine.aggregate import Aggregator
-    from compiled_opt.engine.config import load_config
-    from compiled_opt.engine.console import Console
-    from compiled_opt.engine.driver import Run
-    from compiled_opt.engine.fast import compiles
-    from compiled_opt.engine.store import read_trials
+    from compiled_opt.core import registry
+    from compiled_opt.core.aggregate import Aggregator
+    from compiled_opt.core.config import load_config
+    from compiled_opt.run.console import Console
+    from compiled_opt.run.driver import Run
+    from compiled_opt.run.fast import compiles
+    from compiled_opt.store.stores import read_trials
+    from compiled_opt.tuning import search
 
     name = args.backend[0]
     registry.make_plugin_manager = functools.partial(registry.make_plugin_manager, extra=(zero_cost_plugin(),))
@@ -299,7 +300,7 @@ def child(args: argparse.Namespace) -> dict:
         "split_s": split, "per_trial_ms": 1e3 * searched / max(len(rows), 1), "compiles": compiles(),
     }
     if name != "zero":
-        from compiled_opt.engine.models import resolve_runtime
+        from compiled_opt.tuning.models import resolve_runtime
 
         runtime = resolve_runtime(config.runtime, "bench_run")
         result |= seed_loop(name, spec, runtime, args.loop_calls, run.series, config.search.trials,

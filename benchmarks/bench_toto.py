@@ -29,13 +29,14 @@ from pathlib import Path
 
 import torch
 
-from compiled_opt.engine.backend import FEATURES, Runtime, WindowBatch
-from compiled_opt.engine.data import splits, windows
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.randomness import derive_seeds
+from compiled_opt.core.backend import FEATURES, Runtime, WindowBatch
+from compiled_opt.core.data import splits, windows
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.randomness import derive_seeds
 from compiled_opt.plugins.aggregators import builtin_aggregators
-from compiled_opt.plugins.toto import TotoBackend, toto_class
-from compiled_opt.plugins.toto.checkpoint import SIZES, write_random
+from compiled_opt.plugins.backends.toto import TotoBackend, toto_class
+from compiled_opt.plugins.backends.toto.checkpoint import SIZES, write_random
+
 from market import load_symbol
 
 toto_class()  # toto-ts's own modules below, imported as the backend imports them

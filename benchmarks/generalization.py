@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from compiled_opt.engine.config import load_config
-from compiled_opt.engine.console import Console
-from compiled_opt.engine.driver import Run
-from compiled_opt.engine.forward import forward_test
-from compiled_opt.engine.importer import import_csvs
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.store import ConfigStore
+from compiled_opt.commands.evaluate import forward_test
+from compiled_opt.commands.importer import import_csvs
+from compiled_opt.core.config import load_config
+from compiled_opt.core.registry import Plugins
+from compiled_opt.run.console import Console
+from compiled_opt.run.driver import Run
+from compiled_opt.store.stores import ConfigStore
+
 from market import MARKET
 
 ROOT = Path(__file__).resolve().parents[1]

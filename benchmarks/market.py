@@ -5,8 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from compiled_opt.engine.data import Series, read_series
-from compiled_opt.engine.importer import import_csv
+from compiled_opt.commands.importer import import_csv
+from compiled_opt.core.data import Series, read_series
 
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
 

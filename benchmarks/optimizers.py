@@ -21,14 +21,15 @@ import time
 
 import numpy as np
 
-from compiled_opt.engine.backend import Runtime
-from compiled_opt.engine.data import splits
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.randomness import derive_seeds
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.search import ScoreMemo, plain
-from compiled_opt.engine.space import Range, parametrization, parse_space
-from compiled_opt.plugins.bootstrap import BootstrapBackend
+from compiled_opt.core.backend import Runtime
+from compiled_opt.core.data import splits
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.randomness import derive_seeds
+from compiled_opt.core.registry import Plugins
+from compiled_opt.core.space import Range, parametrization, parse_space
+from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
+from compiled_opt.tuning.search import ScoreMemo, plain
+
 from market import MARKET, load_symbol
 
 OPTIMIZERS = ("NGOpt", "NGOpt+noisy", "TwoPointsDE", "DiscreteLenglerOnePlusOne", "PortfolioDiscreteOnePlusOne",

@@ -30,16 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from compiled_opt.engine.backend import Runtime
-from compiled_opt.engine.config import SearchConfig
-from compiled_opt.engine.data import splits
-from compiled_opt.engine.evaluate import Evaluation, Evaluator
-from compiled_opt.engine.racing import Race
-from compiled_opt.engine.randomness import derive_seeds
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.search import ScoreMemo, search
-from compiled_opt.engine.space import parse_space
-from compiled_opt.plugins.bootstrap import BootstrapBackend
+from compiled_opt.core.backend import Runtime
+from compiled_opt.core.config import SearchConfig
+from compiled_opt.core.data import splits
+from compiled_opt.core.evaluate import Evaluation, Evaluator
+from compiled_opt.core.randomness import derive_seeds
+from compiled_opt.core.registry import Plugins
+from compiled_opt.core.space import parse_space
+from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
+from compiled_opt.tuning.racing import Race
+from compiled_opt.tuning.search import ScoreMemo, search
+
 from market import load_symbol
 
 SYMBOLS = ("AEM", "APP", "CRDO", "HUBS", "NU", "TOST", "XPO", "WING")

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from compiled_opt.engine.data import series_from_table, symbol_path
+from compiled_opt.core.data import series_from_table, symbol_path
 
 SEED = 20240601
 BARS = 1000

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compiled_opt.engine.data import Series, read_series
-from compiled_opt.engine.importer import import_csv
+from compiled_opt.commands.importer import import_csv
+from compiled_opt.core.data import Series, read_series
 
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
 SYMBOLS = ("APP", "NU", "ARM")
@@ -57,7 +57,7 @@ runs = "{directory / 'runs'}"
 FAULTY_PLUGIN = '''
 """Backends that fail on purpose, for failure-injection tests."""
 from compiled_opt.api import hookimpl
-from compiled_opt.plugins.bootstrap import BootstrapBackend
+from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
 
 
 class Faulty(BootstrapBackend):

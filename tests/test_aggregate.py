@@ -12,7 +12,7 @@ from compiled_opt.plugins.aggregators import builtin_aggregators
 
 
 def reference(name: str, x: np.ndarray) -> float:
-    """The definitions in compiled_opt.engine.aggregate, one sample vector at a time."""
+    """The definitions in compiled_opt.core.aggregate, one sample vector at a time."""
     x = np.sort(x)
     n = len(x)
     if name == "mean":

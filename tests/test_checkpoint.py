@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compiled_opt.engine.backend import Runtime
-from compiled_opt.engine.cli import main
+from compiled_opt.commands.cli import main
+from compiled_opt.core.backend import Runtime
 
 pytest.importorskip("toto", reason="the toto backend needs toto-ts")
 pytest.importorskip("kronos_finance", reason="the kronos backend needs kronos-finance")
 
-from compiled_opt.plugins.kronos import KronosBackend  # noqa: E402
-from compiled_opt.plugins.kronos import checkpoint as kronos_checkpoint  # noqa: E402
-from compiled_opt.plugins.toto import TotoBackend  # noqa: E402
-from compiled_opt.plugins.toto import checkpoint as toto_checkpoint  # noqa: E402
+from compiled_opt.plugins.backends.kronos import KronosBackend  # noqa: E402
+from compiled_opt.plugins.backends.kronos import checkpoint as kronos_checkpoint  # noqa: E402
+from compiled_opt.plugins.backends.toto import TotoBackend  # noqa: E402
+from compiled_opt.plugins.backends.toto import checkpoint as toto_checkpoint  # noqa: E402
 
 
 def weights(backend) -> dict[str, torch.Tensor]:

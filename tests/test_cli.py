@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from compiled_opt.engine.cli import main
-from compiled_opt.engine.store import read_trials
-
 from conftest import write_config
+
+from compiled_opt.commands.cli import main
+from compiled_opt.store.stores import read_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "compiled-opt")
@@ -219,7 +218,7 @@ def test_debug_prints_the_traceback(tmp_path, market_dir, capsys, faulty_plugin)
 
 
 def test_an_optimizer_that_raises_fails_only_its_job(tmp_path, market_dir, capsys, monkeypatch):
-    import compiled_opt.engine.search as search
+    import compiled_opt.tuning.search as search
 
     original = search._Optimizer.ask
     calls = {"n": 0}
@@ -263,8 +262,8 @@ def test_an_unwritable_output_folder_fails_every_job_but_prints_the_summary(tmp_
 KILL_BETWEEN_WRITE_AND_RENAME = """
 import os, sys
 from pathlib import Path
-import compiled_opt.engine.store as store
-from compiled_opt.engine.cli import main
+import compiled_opt.store.stores as store
+from compiled_opt.commands.cli import main
 
 real_replace = os.replace
 def replace(src, dst):

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from compiled_opt.engine.config import Override, load_config
-from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.space import Choices, Range
-
 from conftest import write_config
+
+from compiled_opt.core.config import Override, load_config
+from compiled_opt.core.errors import UsageError
+from compiled_opt.core.space import Choices, Range
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +95,7 @@ def test_fingerprint_follows_the_text_and_the_flags(tmp_path, market_dir):
 @pytest.mark.parametrize("doc", ["toto.md", "kronos.md"])
 def test_documented_model_tables_are_valid(tmp_path, doc):
     """The config shown in a backend's docs loads, and names only that backend's parameters."""
-    from compiled_opt.engine.registry import Plugins
+    from compiled_opt.core.registry import Plugins
 
     path = tmp_path / "doc.toml"
     path.write_text((ROOT / "docs" / doc).read_text().split("```toml\n")[1].split("```")[0])

@@ -14,10 +14,10 @@ import pytest
 import torch
 from scipy import stats
 
-from compiled_opt.engine.backend import FEATURES
-from compiled_opt.engine.data import Series, list_symbols, read_series, splits, windows
-from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.importer import import_csv, import_csvs
+from compiled_opt.commands.importer import import_csv, import_csvs
+from compiled_opt.core.backend import FEATURES
+from compiled_opt.core.data import Series, list_symbols, read_series, splits, windows
+from compiled_opt.core.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKET = ROOT.parent / "shared" / "data" / "market"

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from compiled_opt.engine.checkpoint import options_toml, write_random
-from compiled_opt.engine.cli import main
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.space import Choices, Range, parse_space
-from compiled_opt.engine.store import ConfigStore, read_trials
-
 from conftest import write_config
+
+from compiled_opt.commands.checkpoint import options_toml, write_random
+from compiled_opt.commands.cli import main
+from compiled_opt.core.registry import Plugins
+from compiled_opt.core.space import Choices, Range, parse_space
+from compiled_opt.store.stores import ConfigStore, read_trials
 
 
 def many_valued(space) -> list[str]:

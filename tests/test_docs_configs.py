@@ -16,10 +16,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from compiled_opt.engine.cli import main
-
 from conftest import install_plugin
+
+from compiled_opt.commands.cli import main
 
 pytest.importorskip("toto", reason="the toto backend needs toto-ts")
 pytest.importorskip("kronos_finance", reason="the kronos backend needs kronos-finance")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from compiled_opt.engine.backend import ContractError, Runtime
-from compiled_opt.engine.data import read_series, splits
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.randomness import Draws, derive_seeds
-from compiled_opt.engine.records import Metrics
-from compiled_opt.plugins.bootstrap import BootstrapBackend
+from compiled_opt.core.backend import ContractError, Runtime
+from compiled_opt.core.data import read_series, splits
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.randomness import Draws, derive_seeds
+from compiled_opt.core.registry import Plugins
+from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
+from compiled_opt.store.records import Metrics
 
 
 class CountingBootstrap(BootstrapBackend):
@@ -158,8 +158,8 @@ def test_a_backend_returning_the_wrong_shape_is_named(app_series):
 
 
 def test_pooled_evaluation_is_the_symbols_side_by_side(market_dir):
-    from compiled_opt.engine.data import read_series
-    from compiled_opt.engine.evaluate import PooledEvaluator
+    from compiled_opt.core.data import read_series
+    from compiled_opt.core.evaluate import PooledEvaluator
 
     plugins = Plugins.load()
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
@@ -185,7 +185,7 @@ def test_runs_get_distinct_seeds_and_distinct_errors(evaluator):
 
 def test_seed_and_stream_never_alias():
     """compiled-opt 0.1 added seed and stream before mixing: (s, A) drew what (s + crc(A) - crc(B), B) drew."""
-    from compiled_opt.engine.randomness import stream_id
+    from compiled_opt.core.randomness import stream_id
 
     rows = torch.tensor([100, 101])
     s = 12345
@@ -198,8 +198,9 @@ def test_seed_and_stream_never_alias():
 
 
 def test_judge_pairs_only_evaluations_of_the_same_windows_and_seeds(evaluator, market_dir):
-    from compiled_opt.engine.acceptance import judge, paired_differences
-    from compiled_opt.plugins.policies import AnyImprovement
+    from compiled_opt.core.stats import paired_differences
+    from compiled_opt.plugins.policies.threshold import AnyImprovement
+    from compiled_opt.tuning.acceptance import judge
 
     verdict = judge(AnyImprovement(), evaluator, {**PARAMS, "vol_scale": 1.2}, PARAMS, (1, 2, 3), (4, 5, 6))
     assert verdict.challenger.window_ids == verdict.incumbent.window_ids

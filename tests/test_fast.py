@@ -12,15 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from compiled_opt.engine.backend import Runtime
-from compiled_opt.engine.checkpoint import write_random
-from compiled_opt.engine.config import RuntimeConfig
-from compiled_opt.engine.data import splits, windows
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.fast import (DTYPE_TOLERANCE, FAST_COMPILE, compiles, fast_settings, pad_rows, pad_to,
-                                      window_bucket)
-from compiled_opt.engine.randomness import Draws, derive_seeds
-from compiled_opt.engine.registry import Plugins
+from compiled_opt.commands.checkpoint import write_random
+from compiled_opt.core.backend import Runtime
+from compiled_opt.core.config import RuntimeConfig
+from compiled_opt.core.data import splits, windows
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.randomness import Draws, derive_seeds
+from compiled_opt.core.registry import Plugins
+from compiled_opt.run.fast import (
+    DTYPE_TOLERANCE,
+    FAST_COMPILE,
+    compiles,
+    fast_settings,
+    pad_rows,
+    pad_to,
+    window_bucket,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +108,7 @@ def test_buckets():
 
 
 def test_toto_pads_windows_to_one_shape_without_changing_results(tiny, app_series):
-    from compiled_opt.plugins.toto import TotoBackend
+    from compiled_opt.plugins.backends.toto import TotoBackend
 
     Recording.shapes = {}
     padded = TotoBackend(Recording(compile=FAST_COMPILE), **tiny["toto"])
@@ -118,7 +125,7 @@ def test_toto_pads_windows_to_one_shape_without_changing_results(tiny, app_serie
 
 
 def test_kronos_pads_windows_and_tokens_to_few_shapes_without_changing_results(tiny, app_series):
-    from compiled_opt.plugins.kronos import KronosBackend
+    from compiled_opt.plugins.backends.kronos import KronosBackend
 
     Recording.shapes = {}
     padded = KronosBackend(Recording(compile=FAST_COMPILE), **tiny["kronos"])
@@ -138,7 +145,7 @@ def test_kronos_pads_windows_and_tokens_to_few_shapes_without_changing_results(t
 def test_no_recompile_for_the_test_split(tiny, app_series, aggregators, monkeypatch):
     """Compiled (aot_eager here: the same graphs inductor would get), the 20 test windows reuse the
     graph of the 30 validation windows: compiles are counted and do not grow."""
-    from compiled_opt.plugins.toto import TotoBackend
+    from compiled_opt.plugins.backends.toto import TotoBackend
 
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: compile_(module, mode=mode, backend="aot_eager"))
@@ -171,7 +178,7 @@ def test_only_toto_runs_in_lower_precision_in_fast_mode():
 def test_a_fast_dtype_keeps_pct_return_mae_within_tolerance(name, tiny, plugins, aggregators, market_dir):
     """Where a backend runs bfloat16 in fast mode, its validation pct_return_mae stays within
     DTYPE_TOLERANCE of float32's on the same windows and seeds (CPU autocast, tiny model)."""
-    from compiled_opt.engine.data import read_series
+    from compiled_opt.core.data import read_series
 
     cls = plugins.backends.get(name)
     full, half = cls(Runtime(), **tiny[name]), cls(Runtime(dtype=getattr(torch, cls.fast_dtype)), **tiny[name])
@@ -189,7 +196,7 @@ def test_a_fast_dtype_keeps_pct_return_mae_within_tolerance(name, tiny, plugins,
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fast mode is checked on a GPU")
 def test_fast_mode_on_gpu_matches_float32_eager(tiny, app_series, aggregators):
-    from compiled_opt.plugins.toto import TotoBackend
+    from compiled_opt.plugins.backends.toto import TotoBackend
 
     settings = fast_settings(RuntimeConfig(mode="fast"), {"toto": TotoBackend})
     fast = TotoBackend(settings.runtime_for("toto", Runtime(device="cuda", compile=settings.runtime.compile)),

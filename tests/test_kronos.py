@@ -12,14 +12,14 @@ import pytest
 import torch
 from scipy import stats
 
-from compiled_opt.engine.backend import FEATURES, Runtime
-from compiled_opt.engine.data import splits, windows
-from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.randomness import Draws, derive_seeds
-from compiled_opt.plugins.kronos import KronosBackend, gumbel_pick, time_features
-from compiled_opt.plugins.kronos.checkpoint import MODELS, random_modules, write_random
+from compiled_opt.core.backend import FEATURES, Runtime
+from compiled_opt.core.data import splits, windows
+from compiled_opt.core.errors import UsageError
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.randomness import Draws, derive_seeds
+from compiled_opt.core.registry import Plugins
+from compiled_opt.plugins.backends.kronos import KronosBackend, gumbel_pick, time_features
+from compiled_opt.plugins.backends.kronos.checkpoint import MODELS, random_modules, write_random
 
 CONTEXT = 32
 PARAMS = {**KronosBackend.defaults, "max_context": CONTEXT, "sample_count": 64, "clip": 3.0}
@@ -59,7 +59,7 @@ def predictor_inputs(batch, i: int):
 
 
 def test_plugin_imports_without_the_package_and_registers():
-    code = "import sys, compiled_opt.plugins.kronos; print('kronos_finance' in sys.modules)"
+    code = "import sys, compiled_opt.plugins.backends.kronos; print('kronos_finance' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert Plugins.load().backends.get("kronos") is KronosBackend
@@ -167,7 +167,7 @@ def test_backend_feeds_the_model_what_the_predictor_feeds(package, backend, batc
 def test_greedy_forecast_equals_auto_regressive_inference(package, backend, market_dir, symbol):
     """top_k = 1 makes both deterministic: every sample is the package's forecast (via predict_batch,
     i.e. ``auto_regressive_inference`` on the same windows)."""
-    from compiled_opt.engine.data import read_series
+    from compiled_opt.core.data import read_series
 
     series = read_series(market_dir / f"{symbol}.parquet")
     batch = windows(series, splits(len(series), 30, 20, 1).validation[:6], CONTEXT, 1)
@@ -202,7 +202,7 @@ def same_categories_pvalue(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 0.9), (0.4, 0, 0.8), (0.4, 8, 1.0)])
 def test_sampling_follows_the_package_distribution(package, backend, batch, temperature, top_k, top_p, monkeypatch):
     """Same tokens (s1 and s2) and same forecasts in distribution as the package's own sampling."""
-    import compiled_opt.plugins.kronos as kronos
+    import compiled_opt.plugins.backends.kronos as kronos
 
     n, window, vocab2 = 2000, 3, 2 ** MODELS["tiny"]["s2_bits"]
     drawn = []

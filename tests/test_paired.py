@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from compiled_opt.engine.acceptance import judge
-from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.evaluate import Evaluation, Evaluator
-from compiled_opt.engine.registry import Plugins, build
-from compiled_opt.engine.randomness import derive_seeds
-from compiled_opt.plugins.paired import Paired
+from compiled_opt.core.errors import UsageError
+from compiled_opt.core.evaluate import Evaluation, Evaluator
+from compiled_opt.core.randomness import derive_seeds
+from compiled_opt.core.registry import Plugins, build
+from compiled_opt.plugins.policies.paired import Paired
+from compiled_opt.tuning.acceptance import judge
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "acceptance_sim.py"
 REQUIRED = ("challenger_mean", "incumbent_mean", "mean_difference", "se_difference", "statistic", "p_value",

@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from compiled_opt.engine import hookspecs
-from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.registry import Plugins, Registry, build, make_plugin_manager
-from compiled_opt.engine.cli import main
-
 from conftest import write_config
+
+from compiled_opt.commands.cli import main
+from compiled_opt.core import hookspecs
+from compiled_opt.core.errors import UsageError
+from compiled_opt.core.registry import Plugins, Registry, build, make_plugin_manager
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 THROWAWAY = DOCS.read_text().split("```python\n")[1].split("```")[0]  # the tutorial plugin, verbatim
@@ -84,7 +83,7 @@ def test_duplicate_across_plugins_is_an_error():
     class Again:
         @hookspecs.hookimpl
         def compiled_opt_register_backends(self, register):
-            from compiled_opt.plugins.bootstrap import BootstrapBackend
+            from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
             register("bootstrap", BootstrapBackend)
 
     with pytest.raises(UsageError, match="backend 'bootstrap' registered twice"):
@@ -106,7 +105,7 @@ def test_build_rejects_unknown_options():
 
 
 def test_no_manager_at_import_time():
-    module = importlib.reload(importlib.import_module("compiled_opt.engine.registry"))
+    module = importlib.reload(importlib.import_module("compiled_opt.core.registry"))
     assert not [v for v in vars(module).values() if type(v).__name__ == "PluginManager"]
 
 
@@ -123,5 +122,5 @@ def test_plugins_command_lists_sources(capsys):
     out = capsys.readouterr().out
     for heading in ("backends:", "policies:", "aggregators:", "executors:"):
         assert heading in out
-    assert "bootstrap" in out and "compiled_opt.plugins.bootstrap (compiled-opt" in out
+    assert "bootstrap" in out and "compiled_opt.plugins.backends.bootstrap (compiled-opt" in out
     assert out.count("winsorized_mean_") == 2

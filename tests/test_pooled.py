@@ -7,14 +7,13 @@ import json
 
 import numpy as np
 import pytest
-
-from compiled_opt.engine.cli import main
-from compiled_opt.engine.evaluate import Evaluation
-from compiled_opt.engine.jobs import pooled_gate
-from compiled_opt.engine.records import RunState
-from compiled_opt.engine.store import read_trials
-
 from conftest import write_config
+
+from compiled_opt.commands.cli import main
+from compiled_opt.core.evaluate import Evaluation
+from compiled_opt.store.records import RunState
+from compiled_opt.store.stores import read_trials
+from compiled_opt.tuning.worker import pooled_gate
 
 
 def test_pooled_stage_runs_first_and_symbols_start_from_it(tmp_path, market_dir, capsys):

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from compiled_opt.engine.acceptance import more_seeds
-from compiled_opt.engine.backend import Runtime
-from compiled_opt.engine.data import splits
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.racing import Race
-from compiled_opt.engine.randomness import derive_seeds
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.search import Logged, ScoreMemo, params_key, search
-from compiled_opt.engine.space import Choices, Range
-from compiled_opt.plugins.bootstrap import BootstrapBackend
 from test_sequential import Synthetic, config
+
+from compiled_opt.core.backend import Runtime
+from compiled_opt.core.data import splits
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.randomness import derive_seeds
+from compiled_opt.core.registry import Plugins
+from compiled_opt.core.space import Choices, Range
+from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
+from compiled_opt.tuning.acceptance import more_seeds
+from compiled_opt.tuning.racing import Race
+from compiled_opt.tuning.search import Logged, ScoreMemo, params_key, search
 
 SEEDS = (11, 12, 13)
 SPACE = {"lookback": Range(10, 120, integer=True), "vol_scale": Range(0.3, 2.0, log=True),
@@ -114,10 +114,10 @@ def test_bad_options():
 
 
 def test_racing_runs_end_to_end_from_the_config(tmp_path, market_dir, capsys):
-    from compiled_opt.engine.cli import main
-    from compiled_opt.engine.store import read_trials
-
     from conftest import write_config
+
+    from compiled_opt.commands.cli import main
+    from compiled_opt.store.stores import read_trials
 
     config = write_config(tmp_path, market_dir, trials=12, extra="")
     config.write_text(config.read_text().replace("[search]", "[search]\nracing = true\nracing_max_runs = 12"))

@@ -13,13 +13,13 @@ import pytest
 
 pytest.importorskip("ray")
 
-from compiled_opt.engine.config import load_config  # noqa: E402
-from compiled_opt.engine.console import Console  # noqa: E402
-from compiled_opt.engine.driver import Run  # noqa: E402
-from compiled_opt.plugins.ray_executor import RayExecutor  # noqa: E402
-
 from conftest import write_config  # noqa: E402
 from test_resume import stored, trials  # noqa: E402
+
+from compiled_opt.core.config import load_config  # noqa: E402
+from compiled_opt.plugins.executors.ray import RayExecutor  # noqa: E402
+from compiled_opt.run.console import Console  # noqa: E402
+from compiled_opt.run.driver import Run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "compiled-opt")
@@ -94,7 +94,7 @@ def test_a_worker_killed_mid_job_is_retried_and_the_result_is_unchanged(tmp_path
 
 def test_ray_runs_a_toto_config(tmp_path, market_dir):
     pytest.importorskip("toto")
-    from compiled_opt.engine.checkpoint import options_toml, write_random
+    from compiled_opt.commands.checkpoint import options_toml, write_random
 
     options = options_toml(write_random("toto", tmp_path / "toto", "tiny"))
     models = f'[models.toto]\nbackend = "toto"\n{options}\nspace = {{ aggregate = {{ choice = ["mean", "median"] }} }}\n'

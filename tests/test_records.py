@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from compiled_opt.engine.cli import main
-from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.records import SCHEMA_VERSION, RunState, StoredRecord
-from compiled_opt.engine.store import ConfigStore, read_trials
-
 from conftest import write_config
+
+from compiled_opt.commands.cli import main
+from compiled_opt.core.errors import UsageError
+from compiled_opt.store.records import SCHEMA_VERSION, RunState, StoredRecord
+from compiled_opt.store.stores import ConfigStore, read_trials
 
 
 def seed_store_read(root: Path, model: str, symbol: str) -> dict:

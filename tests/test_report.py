@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from compiled_opt.engine.cli import main
-
 from conftest import write_config
+
+from compiled_opt.commands.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from compiled_opt.engine.cli import main
-from compiled_opt.engine.store import read_trials
-
 from conftest import write_config
+
+from compiled_opt.commands.cli import main
+from compiled_opt.store.stores import read_trials
 
 CLI = str(Path(sys.executable).parent / "compiled-opt")
 VOLATILE = {"created_at", "run_id", "latency_s"}  # timestamps, run ids and timings may differ

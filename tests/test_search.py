@@ -7,14 +7,14 @@ import warnings
 
 import pytest
 
-from compiled_opt.engine.backend import Runtime
-from compiled_opt.engine.config import SearchConfig
-from compiled_opt.engine.data import read_series, splits
-from compiled_opt.engine.evaluate import Evaluator
-from compiled_opt.engine.registry import Plugins
-from compiled_opt.engine.search import Logged, ResumeMismatch, ScoreMemo, SearchFailed, exhaustive_cost, search
-from compiled_opt.engine.space import Choices, Range, parametrization, parse_space
-from compiled_opt.plugins.bootstrap import BootstrapBackend
+from compiled_opt.core.backend import Runtime
+from compiled_opt.core.config import SearchConfig
+from compiled_opt.core.data import read_series, splits
+from compiled_opt.core.evaluate import Evaluator
+from compiled_opt.core.registry import Plugins
+from compiled_opt.core.space import Choices, Range, parametrization, parse_space
+from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
+from compiled_opt.tuning.search import Logged, ResumeMismatch, ScoreMemo, SearchFailed, exhaustive_cost, search
 
 SPACE = {"lookback": Range(10, 120, integer=True), "vol_scale": Range(0.3, 2.0, log=True),
          "aggregate": Choices(("mean", "median", "quantile_0.30")), "num_samples": Choices((32, 64, 128), ordered=True)}

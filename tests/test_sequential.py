@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from compiled_opt.engine.acceptance import join_runs, judge, more_seeds
-from compiled_opt.engine.boundaries import boundaries, stage_runs
-from compiled_opt.engine.errors import UsageError
-from compiled_opt.engine.evaluate import Evaluation
-from compiled_opt.engine.randomness import derive_seeds
-from compiled_opt.engine.registry import Plugins, build
-from compiled_opt.plugins.paired import Paired
-from compiled_opt.plugins.sequential import Sequential
+from compiled_opt.core.boundaries import boundaries, stage_runs
+from compiled_opt.core.errors import UsageError
+from compiled_opt.core.evaluate import Evaluation
+from compiled_opt.core.randomness import derive_seeds
+from compiled_opt.core.registry import Plugins, build
+from compiled_opt.plugins.policies.paired import Paired
+from compiled_opt.plugins.policies.sequential import Sequential
+from compiled_opt.tuning.acceptance import join_runs, judge, more_seeds
 
 WINDOWS = 30
 

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-
-from compiled_opt.engine.cli import main
-from compiled_opt.engine.show import show
-from compiled_opt.engine.store import ConfigStore
-
 from conftest import write_config
+
+from compiled_opt.commands.cli import main
+from compiled_opt.commands.show import show
+from compiled_opt.store.stores import ConfigStore
 
 TWO_MODELS = """
 [models.bootstrap]

@@ -15,16 +15,16 @@ pytest.importorskip("toto", reason="the toto backend needs toto-ts")
 from toto.data.util.dataset import MaskedTimeseries  # noqa: E402
 from toto.inference.forecaster import TotoForecaster  # noqa: E402
 
-from compiled_opt.engine.backend import FEATURES, Runtime  # noqa: E402
-from compiled_opt.engine.data import splits, windows  # noqa: E402
-from compiled_opt.engine.errors import UsageError  # noqa: E402
-from compiled_opt.engine.evaluate import Evaluator  # noqa: E402
-from compiled_opt.engine.registry import Plugins  # noqa: E402
-from compiled_opt.engine.randomness import Draws  # noqa: E402
+from compiled_opt.core.backend import FEATURES, Runtime  # noqa: E402
+from compiled_opt.core.data import splits, windows  # noqa: E402
+from compiled_opt.core.errors import UsageError  # noqa: E402
+from compiled_opt.core.evaluate import Evaluator  # noqa: E402
+from compiled_opt.core.randomness import Draws  # noqa: E402
+from compiled_opt.core.registry import Plugins  # noqa: E402
 from compiled_opt.plugins.aggregators import builtin_aggregators  # noqa: E402
-from compiled_opt.plugins.toto import TotoBackend  # noqa: E402
-from compiled_opt.plugins.toto.checkpoint import SIZES, random_model, save_checkpoint  # noqa: E402
-from compiled_opt.plugins.toto.distribution import StudentTMixture, student_t  # noqa: E402
+from compiled_opt.plugins.backends.toto import TotoBackend  # noqa: E402
+from compiled_opt.plugins.backends.toto.checkpoint import SIZES, random_model, save_checkpoint  # noqa: E402
+from compiled_opt.plugins.backends.toto.distribution import StudentTMixture, student_t  # noqa: E402
 
 PATCH = SIZES["tiny"]["patch_size"]
 CONTEXT = 8 * PATCH
@@ -83,7 +83,7 @@ def mixture_variance(m: StudentTMixture) -> torch.Tensor:
 
 def test_registered_through_the_entry_point_without_importing_toto():
     assert "toto" in Plugins.load().backends
-    code = "import sys, compiled_opt.plugins.toto; print('toto' in sys.modules)"
+    code = "import sys, compiled_opt.plugins.backends.toto; print('toto' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -151,7 +151,7 @@ def test_gluonts_json_advice_is_silenced_and_nothing_else():
                               text=True, check=True).stderr
 
     assert "orjson" in stderr("import gluonts.json")  # the warning exists, so silencing it is needed
-    loaded = "from compiled_opt.plugins.toto import toto_class; toto_class(); import gluonts.json, warnings; "
+    loaded = "from compiled_opt.plugins.backends.toto import toto_class; toto_class(); import gluonts.json, warnings; "
     assert "orjson" not in stderr(loaded)
     assert "still shown" in stderr(loaded + "warnings.warn('Using `json`-module: still shown')")  # not left behind
 
@@ -411,7 +411,7 @@ def test_exact_aggregates_match_a_million_samples():
 def test_exact_winsorized_means_are_closed_form(monkeypatch):
     """The clipped tails at the interval's ends plus the trimmed part: what the quadrature over the
     quantile function gives, from the quantiles at two probabilities only (one solve, no quadrature)."""
-    from compiled_opt.plugins.toto import distribution
+    from compiled_opt.plugins.backends.toto import distribution
 
     mixture = random_mixture(3, 2, df=(2.0, 20.0))
     for aggregator in (a for a in builtin_aggregators() if a.winsorize):
@@ -426,7 +426,7 @@ def test_exact_winsorized_means_are_closed_form(monkeypatch):
 
 
 def test_each_exact_aggregate_is_solved_once_per_mixture(monkeypatch):
-    from compiled_opt.plugins.toto import distribution
+    from compiled_opt.plugins.backends.toto import distribution
 
     mixture = random_mixture(2, 1)
     aggregator = next(a for a in builtin_aggregators() if a.name == "trimmed_mean_10")

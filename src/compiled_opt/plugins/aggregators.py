@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from compiled_opt.engine import aggregate as agg
-from compiled_opt.engine.hookspecs import Register, hookimpl
+from compiled_opt.core import aggregate as agg
+from compiled_opt.core.hookspecs import Register, hookimpl
 
 TRIMMED = (5, 10, 15, 20, 25)
 LOWER_TRIMMED = (10, 15, 20, 25)

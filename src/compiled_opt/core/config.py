@@ -1,0 +1,332 @@
+"""``compiled_opt.toml``: read with tomllib and checked into typed sections.
+
+Every problem is a ``UsageError`` naming where the value came from: the file and the key
+(``compiled_opt.toml: search.trials``) or, for a value given on the command line, the flag (``--trials``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from compiled_opt.core.errors import UsageError, did_you_mean
+from compiled_opt.core.space import Choices, Range, parse_space
+
+METRICS = ("pct_return_mae", "price_mae")
+DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+DTYPES = ("float32", "bfloat16")
+MODES = ("default", "fast")
+EXHAUSTIVE = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the Parquet files are and how they are cut into windows.
+
+    ``context_length`` (rows of history per window), when not 0, holds every model's context
+    parameter fixed at that value, except in a model that fixes or searches it itself.
+    """
+
+    directory: Path = Path("data")
+    symbols: list[str] | str = "all"
+    val_window: int = 250  # chosen by benchmarks/generalization.py (README)
+    test_window: int = 20
+    horizon: int = 1
+    context_length: int = 0
+
+    def checks(self) -> dict[str, str | None]:
+        return {
+            "symbols": None if self.symbols == "all" or (isinstance(self.symbols, list) and self.symbols)
+            else 'must be "all" or a non-empty list of symbols',
+            "val_window": None if self.val_window >= 2 else "must be at least 2",
+            "test_window": None if self.test_window >= 2 else "must be at least 2",
+            "horizon": None if self.horizon >= 1 else "must be at least 1",
+            "context_length": None if self.context_length >= 0 else "must be 0 (each model's own) or positive",
+        }
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How each config is scored: ``eval_runs`` stochastic runs from ``seed``, on ``metric``."""
+
+    eval_runs: int = 3
+    seed: int = 0
+    metric: str = "pct_return_mae"
+
+    def checks(self) -> dict[str, str | None]:
+        return {"eval_runs": None if self.eval_runs >= 1 else "must be at least 1",
+                "metric": _one_of(self.metric, METRICS)}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The Nevergrad search: optimizer name, total ``trials``, candidates asked per ``batch``.
+
+    ``seed`` ``"auto"`` draws a new optimizer seed for every invocation (recorded in the run), so
+    reruns search anew; an integer makes the whole run reproducible. ``exhaustive``: score every
+    point of a small discrete space instead (``auto``: when that costs fewer evaluations than the trials).
+    ``racing`` gives candidates more runs (up to ``racing_max_runs``) while they may be the best and
+    stops them once a sequential test says they are worse (docs/acceptance.md).
+    """
+
+    optimizer: str = "TwoPointsDE"
+    trials: int = 100
+    batch: int = 4
+    seed: int | str = "auto"
+    exhaustive: str = "auto"
+    racing: bool = False
+    racing_max_runs: int = 12
+
+    def checks(self) -> dict[str, str | None]:
+        from compiled_opt.tuning.search import optimizer_names
+
+        known = optimizer_names()
+        return {
+            "optimizer": None if self.optimizer in known else f"unknown optimizer {self.optimizer!r}; "
+            + did_you_mean(self.optimizer, known).split("allowed:")[0] + "see nevergrad.optimizers.registry",
+            "trials": None if self.trials >= 1 else "must be at least 1",
+            "batch": None if self.batch >= 1 else "must be at least 1",
+            "seed": None if self.seed == "auto" or (isinstance(self.seed, int) and self.seed >= 0)
+            else 'must be "auto" or a non-negative integer',
+            "exhaustive": _one_of(self.exhaustive, EXHAUSTIVE),
+            "racing_max_runs": None if self.racing_max_runs >= 2 else "must be at least 2",
+        }
+
+
+@dataclass(frozen=True)
+class PooledConfig:
+    """The pooled stage: one config per model tuned on every symbol's windows together, then used as
+    each symbol's reference; a symbol's own winner replaces it only when a one-sided paired t-test
+    over the symbol's validation windows says it is better at level ``alpha``."""
+
+    enabled: bool = True
+    alpha: float = 0.05
+
+    def checks(self) -> dict[str, str | None]:
+        return {"alpha": None if 0 < self.alpha < 0.5 else "must be between 0 and 0.5"}
+
+
+@dataclass(frozen=True)
+class AcceptanceConfig:
+    """The acceptance policy's registered name and its options."""
+
+    policy: str = "any_improvement"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where stored configs (``directory``) and per-run logs (``runs``) go. Finished trial batches
+    and jobs are written in one group every ``log_flush_s`` seconds (0: each as it finishes)."""
+
+    directory: Path = Path("hyperparams")
+    runs: Path = Path("runs")
+    log_flush_s: float = 1.0
+
+    def checks(self) -> dict[str, str | None]:
+        return {"log_flush_s": None if self.log_flush_s >= 0 else "must be 0 or positive"}
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Device, ``torch.compile`` mode, dtype, and how jobs are executed.
+
+    ``mode = "fast"`` picks what is measured fastest on one GPU (see README); ``executor`` is a
+    registered executor (``local``, ``ray``); ``workers`` (0: one per GPU slot or core) and
+    ``gpus_per_worker`` (may be fractional) size it; ``threads`` (0: torch's default) is the torch
+    thread count per worker: equal thread counts give bit-identical results.
+    """
+
+    device: str = "auto"
+    compile: str = "none"
+    dtype: str = "float32"
+    mode: str = "default"
+    executor: str = "local"
+    workers: int = 0
+    gpus_per_worker: float = 1.0
+    threads: int = 0
+
+    def checks(self) -> dict[str, str | None]:
+        return {"device": _one_of(self.device, DEVICES), "compile": _one_of(self.compile, COMPILE_MODES),
+                "dtype": _one_of(self.dtype, DTYPES), "mode": _one_of(self.mode, MODES),
+                "workers": None if self.workers >= 0 else "must be 0 (automatic) or positive",
+                "gpus_per_worker": None if 0 <= self.gpus_per_worker <= 64 else "must be between 0 and 64",
+                "threads": None if self.threads >= 0 else "must be 0 (torch's default) or positive"}
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """The ``ray`` executor: cluster ``address`` (empty: start a local Ray) and retries per job."""
+
+    address: str = ""
+    max_retries: int = 2
+
+    def checks(self) -> dict[str, str | None]:
+        return {"max_retries": None if self.max_retries >= 0 else "must be 0 or positive"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One tuned model: its backend plugin, the backend's options, fixed parameters and search space."""
+
+    name: str
+    backend: str
+    options: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    space: dict[str, Range | Choices] | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    data: DataConfig
+    evaluation: EvaluationConfig
+    search: SearchConfig
+    pooled: PooledConfig
+    acceptance: AcceptanceConfig
+    output: OutputConfig
+    runtime: RuntimeConfig
+    ray: RayConfig
+    models: dict[str, ModelConfig]
+    force: bool = False
+    text: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        """Where ``key`` (``section.field``) was set: its command-line flag, else the file and key."""
+        return self.flags.get(key) or f"{self.path}: {key}"
+
+    def snapshot(self) -> dict[str, Any]:
+        """What reproduces this config: the file's text and the command-line overrides."""
+        return {"path": str(self.path), "text": self.text, "overrides": self.overrides}
+
+    def fingerprint(self) -> str:
+        """A hash of ``snapshot()`` without the path, for refusing to resume a changed config."""
+        body = json.dumps({"text": self.text, "overrides": self.overrides}, sort_keys=True, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+SECTIONS = {"data": DataConfig, "evaluation": EvaluationConfig, "search": SearchConfig, "pooled": PooledConfig,
+            "acceptance": AcceptanceConfig, "output": OutputConfig, "runtime": RuntimeConfig, "ray": RayConfig}
+
+
+@dataclass(frozen=True)
+class Override:
+    """A value given on the command line for ``section.field``, with the ``flag`` it came from."""
+
+    value: Any
+    flag: str
+
+
+def _one_of(value: str, allowed: tuple[str, ...]) -> str | None:
+    return None if value in allowed else f"unknown value {value!r}; {did_you_mean(value, allowed)}"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+CHECKS = {
+    int: _is_int,
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+    bool: lambda v: isinstance(v, bool),
+    Path: lambda v: isinstance(v, str),
+    dict[str, Any]: lambda v: isinstance(v, dict),
+    int | str: lambda v: _is_int(v) or isinstance(v, str),
+    list[str] | str: lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+}
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """``value`` checked against the annotated ``kind``."""
+    if not CHECKS[kind](value):
+        name = "a path" if kind is Path else getattr(kind, "__name__", str(kind).replace(" | ", " or "))
+        raise UsageError(f"expected {name}, got {type(value).__name__} {value!r}", where)
+    return Path(value) if kind is Path else float(value) if kind is float else value
+
+
+def _section(cls: type, raw: Any, where: str, flags: Mapping[str, str]) -> Any:
+    if not isinstance(raw, Mapping):
+        raise UsageError("must be a table", where)
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    def at(key: str) -> str:
+        return flags.get(key) or f"{where}.{key}"
+
+    for key in raw:
+        if key not in names:
+            raise UsageError(f"unknown key {key!r}; {did_you_mean(key, names)}", at(key))
+    obj = cls(**{k: _coerce(v, hints[k], at(k)) for k, v in raw.items()})
+    for key, problem in getattr(obj, "checks", dict)().items():
+        if problem:
+            raise UsageError(problem, at(key))
+    return obj
+
+
+def _model(name: str, raw: Any, where: str) -> ModelConfig:
+    if not isinstance(raw, Mapping):
+        raise UsageError("must be a table", where)
+    allowed = ("backend", "options", "fixed", "space")
+    for key in raw:
+        if key not in allowed:
+            raise UsageError(f"unknown key {key!r}; {did_you_mean(key, allowed)}", f"{where}.{key}")
+    if not isinstance(raw.get("backend"), str):
+        raise UsageError("every model needs backend = \"<plugin name>\" (see `compiled-opt plugins`)", f"{where}.backend")
+    for key in ("options", "fixed", "space"):
+        if not isinstance(raw.get(key, {}), Mapping):
+            raise UsageError("must be a table", f"{where}.{key}")
+    space = parse_space(raw["space"], f"{where}.space") if "space" in raw else None
+    return ModelConfig(name, raw["backend"], dict(raw.get("options", {})), dict(raw.get("fixed", {})), space)
+
+
+def load_config(path: Path, overrides: Mapping[str, Any] | None = None, text: str | None = None) -> Config:
+    """Read ``path`` (or its recorded ``text``) and apply command-line ``overrides``.
+
+    Keys are ``section.field`` (values plain or ``Override(value, flag)``), ``models`` (a list of
+    model names) and ``force``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text() if text is None else text
+        raw = tomllib.loads(text)
+    except FileNotFoundError:
+        raise UsageError("no such config file", str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"malformed TOML: {exc}", str(path)) from None
+    plain = {k: v.value if isinstance(v, Override) else v for k, v in (overrides or {}).items()}
+    flags = {k: v.flag for k, v in (overrides or {}).items() if isinstance(v, Override)}
+    for key in raw:
+        if key not in (*SECTIONS, "models"):
+            raise UsageError(f"unknown section {key!r}; {did_you_mean(key, (*SECTIONS, 'models'))}", f"{path}: {key}")
+    for key, value in plain.items():
+        if "." in key:
+            section, name = key.split(".")
+            raw.setdefault(section, {})[name] = value
+    sections = {name: _section(cls, raw.get(name, {}), f"{path}: {name}",
+                               {k.split(".")[1]: f for k, f in flags.items() if k.startswith(f"{name}.")})
+                for name, cls in SECTIONS.items()}
+    here = path.parent  # relative paths in the file are relative to the file
+    sections["data"] = dataclasses.replace(sections["data"], directory=here / sections["data"].directory)
+    out = sections["output"]
+    sections["output"] = dataclasses.replace(out, directory=here / out.directory, runs=here / out.runs)
+    models_raw = raw.get("models", {})
+    if not isinstance(models_raw, Mapping) or not models_raw:
+        raise UsageError("define at least one model, e.g. [models.bootstrap] with backend = \"bootstrap\"", f"{path}: models")
+    models = {name: _model(name, m, f"{path}: models.{name}") for name, m in models_raw.items()}
+    if plain.get("models"):
+        for name in plain["models"]:
+            if name not in models:
+                raise UsageError(f"unknown model {name!r}; {did_you_mean(name, models)}", flags.get("models", "--model"))
+        models = {name: models[name] for name in plain["models"]}
+    return Config(path=path, models=models, force=bool(plain.get("force")), text=text, overrides=plain, flags=flags,
+                  **sections)

@@ -1,0 +1,145 @@
+"""``ray``: jobs on Ray actors, across the GPUs of one machine or the nodes of a cluster.
+
+One actor per worker slot: ``runtime.gpus_per_worker`` GPUs each (fractional: several actors share
+a GPU) when the runtime uses CUDA, else one CPU each. ``runtime.workers`` (0: as many as the
+cluster's GPUs, or CPUs, allow). Each actor loads every model once and runs many jobs. Finished
+trial batches stream back as they finish (each job is a Ray streaming generator), so the driver's
+progress and trial log stay live.
+An actor killed mid-job is restarted by Ray; its job goes to the next free actor, which replays the
+batches already streamed (the optimizer asks the same candidates again) and carries on, up to
+``ray.max_retries`` times. ``ray.address`` (or ``--ray-address``) joins a running cluster; empty
+starts a local Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from compiled_opt.core.errors import UsageError
+from compiled_opt.run.executor import Executor, JobDone, OnEvent, run_job
+from compiled_opt.store.records import TrialRow
+from compiled_opt.tuning.jobs import JobSpec, TrialBatch, WorkerSetup, logged_trials
+from compiled_opt.tuning.worker import Worker
+
+INSTALL = "pip install 'compiled-opt[ray]'"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise UsageError(f"the ray executor needs Ray: {INSTALL}", "runtime.executor") from exc
+    return ray
+
+
+class _Actor:
+    """The body of a Ray actor: a ``Worker`` whose jobs stream their batches back as they finish."""
+
+    def __init__(self, setup: WorkerSetup):
+        self.worker = Worker(setup)
+        import nevergrad  # noqa: F401  (imported here, while the actor starts, not inside its first job)
+
+    def ready(self) -> str:
+        return self.worker.runtime.device
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, job: JobSpec) -> Iterator[TrialBatch | JobDone]:
+        """A Ray streaming generator: every finished batch of ``job``, then its ``JobDone``. The job runs
+        in a thread of the actor while this yields what it reports."""
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        thread = threading.Thread(target=lambda: events.put(run_job(self.worker, job, events.put)))
+        thread.start()
+        while True:
+            event = events.get()
+            yield event
+            if isinstance(event, JobDone):
+                break
+        thread.join()
+
+
+class RayExecutor(Executor):
+    """See the module docstring."""
+
+    def start(self) -> None:
+        ray = _ray()
+
+        rt, address = self.setup.runtime, self.config.ray.address
+        if not ray.is_initialized():
+            quiet = logging.getLogger("ray")  # its start-up notices are not the run's output
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            finally:
+                quiet.setLevel(level)
+        resources = ray.cluster_resources()
+        gpu = rt.device == "cuda" or (rt.device == "auto" and resources.get("GPU", 0) > 0)
+        per = {"num_gpus": rt.gpus_per_worker, "num_cpus": 1} if gpu else {"num_cpus": 1}
+        slots = int(resources.get("GPU", 0) / rt.gpus_per_worker) if gpu else int(resources.get("CPU", 1))
+        count = rt.workers or max(slots, 1)
+        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(_Actor)
+        self.actors = [actor_cls.options(**per).remote(self.setup) for _ in range(count)]
+        try:
+            self.devices = ray.get([a.ready.remote() for a in self.actors])
+        except ray.exceptions.RayTaskError as exc:  # e.g. missing weights: the worker's one-line error
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), UsageError) else None
+            raise (cause or UsageError(f"a Ray worker failed to start: {exc}")) from None
+        self.gpu = gpu
+
+    def describe(self) -> str:
+        return f"ray ({len(self.actors)} workers on {self.devices[0]}{' (shared GPUs)' if self.gpu and self.setup.runtime.gpus_per_worker < 1 else ''})"
+
+    def pids(self) -> list[int]:
+        """The actors' process ids (for tests that kill one)."""
+        return _ray().get([a.pid.remote() for a in self.actors])
+
+    def run(self, jobs: Sequence[JobSpec], on_event: OnEvent) -> None:
+        ray = _ray()
+        pending = deque((job, 1) for job in jobs)
+        running: dict[Any, tuple[Any, JobSpec, int]] = {}  # streaming generator -> actor, job, attempt
+        free = list(self.actors)
+        streamed: dict[str, list[TrialRow]] = {}
+        while pending or running:
+            while free and pending:
+                job, attempt = pending.popleft()
+                actor = free.pop(0)
+                running[actor.run.remote(job)] = (actor, job, attempt)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for stream in ready:
+                actor, job, attempt = running[stream]
+                try:
+                    event = ray.get(next(stream))
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                    del running[stream]
+                    free.append(actor)  # Ray restarts it
+                    if attempt <= self.config.ray.max_retries:
+                        rows = [r for r in streamed.pop(job.job_id, []) if r.stage == job.stage]
+                        pending.appendleft((dataclasses.replace(job, replay=job.replay + logged_trials(rows)),
+                                            attempt + 1))
+                        continue
+                    event = JobDone(job.job_id, None, f"its Ray worker died {attempt} times ({type(exc).__name__})")
+                if isinstance(event, TrialBatch):
+                    streamed.setdefault(job.job_id, []).extend(event.rows)
+                    on_event(event)
+                    continue
+                del running[stream]
+                free.append(actor)
+                streamed.pop(job.job_id, None)
+                on_event(dataclasses.replace(event, attempts=attempt))
+
+    def close(self) -> None:
+        ray = _ray()
+        for actor in getattr(self, "actors", []):
+            ray.kill(actor)
+        if ray.is_initialized() and not self.config.ray.address:
+            ray.shutdown()

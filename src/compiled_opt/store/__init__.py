@@ -1,0 +1,7 @@
+"""What a run leaves on disk: the formats (``records``) and the files that hold them (``stores``).
+
+``records`` owns every on-disk format (stored config, trial row, run state), versioned;
+``stores`` writes and reads them atomically. Nothing else reads a record's keys by name.
+
+Imports: ``core`` only.
+"""

@@ -1,0 +1,228 @@
+"""Stored configs, trial logs and run states, every file written atomically (temp file, rename).
+
+Formats are ``records``'; this module only puts them on disk and reads them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from compiled_opt.core.errors import UsageError, did_you_mean
+from compiled_opt.store.records import SCHEMA_VERSION, RunState, StoredRecord, TrialRow, trial_schema
+
+BEST = "best"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True, sync_dir: bool = True) -> None:
+    """Run ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    A reader (or a run killed at any moment) sees either the old file or the new one, never a part.
+    ``durable`` fsyncs the file before the rename, so that holds through a power cut too (stored
+    configs), and, with ``sync_dir``, the folder after it, so the rename itself survives one; logs
+    that a resumed run can recompute skip both.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _new_file_mode())  # not mkstemp's 0600
+        write(Path(tmp))
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable and sync_dir:
+        fsync_dir(path.parent)
+
+
+def _new_file_mode() -> int:
+    """The mode ``open`` would give a new file under the current umask (e.g. 0644)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def json_text(payload: Mapping[str, Any]) -> str:
+    """How every JSON file is written: indented, one trailing newline."""
+    return json.dumps(payload, indent=2) + "\n"
+
+
+def write_json(path: Path, payload: Mapping[str, Any] | str, sync_dir: bool = True) -> None:
+    text = payload if isinstance(payload, str) else json_text(payload)
+    atomic_write(path, lambda tmp: tmp.write_text(text), sync_dir=sync_dir)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"not valid JSON ({exc})", str(path)) from None
+
+
+class ConfigStore:
+    """``<root>/<model>/<SYMBOL>.json`` per model and ``<root>/best/<SYMBOL>.json`` across models.
+
+    Each file is fsynced before its rename; the folders' fsyncs (which make the renames themselves
+    survive a power cut) are gathered into ``sync``, which the driver calls about once a second.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.unsynced: set[Path] = set()
+
+    def _write(self, path: Path, text: str) -> None:
+        write_json(path, text, sync_dir=False)
+        self.unsynced.add(path.parent)
+
+    def sync(self) -> None:
+        """Make every rename so far durable."""
+        while self.unsynced:
+            fsync_dir(self.unsynced.pop())
+
+    def path(self, model: str, symbol: str) -> Path:
+        return self.root / model / f"{symbol}.json"
+
+    def load(self, model: str, symbol: str) -> StoredRecord | None:
+        path = self.path(model, symbol)
+        if not path.is_file():
+            return None
+        return StoredRecord.from_json(read_json(path), str(path))
+
+    def save(self, record: StoredRecord) -> None:
+        self._write(self.path(record.model, record.symbol), json_text(record.to_json()))
+
+    def models(self) -> list[str]:
+        """Every model folder with stored configs."""
+        if not self.root.is_dir():
+            return []
+        return sorted(d.name for d in self.root.iterdir() if d.is_dir() and d.name != BEST)
+
+    def symbols(self, model: str) -> list[str]:
+        return sorted(p.stem for p in (self.root / model).glob("*.json"))
+
+    def update_best(self, symbol: str, metric: str, fresh: StoredRecord | None = None) -> StoredRecord | None:
+        """Point ``best/<SYMBOL>.json`` at the stored model with the lowest validation ``metric``
+        (``fresh``: a record just saved, so it need not be read back)."""
+        records = [fresh if fresh is not None and m == fresh.model else self.load(m, symbol) for m in self.models()]
+        records = [r for r in records if r is not None]
+        if not records:
+            return None
+        best = min(records, key=lambda r: getattr(r.validation, metric))
+        chosen = dataclasses.replace(best, selected_from={r.model: getattr(r.validation, metric) for r in records},
+                                     selection_metric=metric)
+        current, text = self.path(BEST, symbol), json_text(chosen.to_json())
+        if not current.is_file() or current.read_text() != text:
+            self._write(current, text)
+        return chosen
+
+
+class TrialLog:
+    """``<run>/trials/``: Parquet part files of finished batches, appended, never rewritten.
+
+    Batches are buffered and each ``flush`` (the driver's group commit) writes them as one part,
+    whatever jobs they belong to: many small files would cost the driver more than the jobs.
+    A run killed before a flush loses those batches from the log only; resuming recomputes them.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.directory = Path(run_dir) / "trials"
+        self.buffered: list[TrialRow] = []
+
+    def append(self, rows: Iterable[TrialRow]) -> None:
+        self.buffered.extend(rows)
+
+    def flush(self) -> None:
+        """Write the buffered rows as one part (named by time, so parts of later attempts come after)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.buffered:
+            return
+        schema = trial_schema()
+        table = pa.Table.from_pydict({f.name: [getattr(r, f.name) for r in self.buffered] for f in schema},
+                                     schema=schema)
+        path = self.directory / f"part-{time.time_ns():020d}.parquet"
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp), durable=False)
+        self.buffered = []
+
+
+def read_trials(run_dir: Path) -> list[TrialRow]:
+    """Every trial row logged in ``run_dir``, in job, stage and trial order: the one reader of trial logs."""
+    import pyarrow.dataset as ds
+
+    directory = Path(run_dir) / "trials"
+    files = sorted(str(p) for p in directory.glob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        return []
+    rows = ds.dataset(files, schema=trial_schema(), format="parquet").to_table().to_pylist()
+    for row in rows:
+        if row["schema_version"] != SCHEMA_VERSION:
+            raise UsageError(f"trial log schema_version {row['schema_version']} is not one this compiled-opt reads",
+                             str(directory))
+    order = {"pooled": 0, "search": 1}
+    return sorted((TrialRow(**r) for r in rows), key=lambda r: (r.job, order.get(r.stage, 2), r.trial))
+
+
+class RunDir:
+    """``<runs>/<id>/``: ``run.json`` (the run state), ``trials/`` and ``errors.log``."""
+
+    def __init__(self, runs: Path, run_id: str):
+        self.path = Path(runs) / run_id
+        self.run_id = run_id
+        self.trials = TrialLog(self.path)
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def errors_path(self) -> Path:
+        return self.path / "errors.log"
+
+    def save_state(self, state: RunState) -> None:
+        write_json(self.state_path, state.to_json())
+
+    def load_state(self) -> RunState:
+        if not self.state_path.is_file():
+            raise UsageError("no run.json: not a run folder, or the run never started", str(self.path))
+        return RunState.from_json(read_json(self.state_path), str(self.state_path))
+
+    def log_error(self, heading: str, text: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.errors_path, "a") as fh:
+            fh.write(f"=== {heading}\n{text.rstrip()}\n\n")
+
+
+def run_ids(runs: Path) -> list[str]:
+    """Run folders under ``runs``, oldest first (run ids sort by time)."""
+    runs = Path(runs)
+    return sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file()) if runs.is_dir() else []
+
+
+def find_run(runs: Path, which: str, where: str) -> RunDir:
+    """The run ``which`` (an id, or ``latest``) under ``runs``."""
+    ids = run_ids(runs)
+    if not ids:
+        raise UsageError(f"no runs in {runs}", where)
+    run_id = ids[-1] if which == "latest" else which
+    if run_id not in ids:
+        raise UsageError(f"no run {which!r} in {runs}; {did_you_mean(which, ids[-5:])}", where)
+    return RunDir(runs, run_id)

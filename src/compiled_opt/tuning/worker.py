@@ -1,0 +1,118 @@
+"""The worker: loads every model once and runs job after job, streaming each finished batch back.
+
+Workers never write stores or logs: the driver is the only writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats as st
+
+from compiled_opt.core.backend import ModelBackend, Runtime
+from compiled_opt.core.data import Series
+from compiled_opt.core.errors import UsageError
+from compiled_opt.core.evaluate import Evaluation, Evaluator, PooledEvaluator
+from compiled_opt.core.registry import Plugins, build
+from compiled_opt.core.stats import window_standard_error
+from compiled_opt.store.records import TrialRow
+from compiled_opt.tuning.acceptance import Policy, judge
+from compiled_opt.tuning.jobs import JobResult, JobSpec, TrialBatch, WorkerSetup
+from compiled_opt.tuning.models import build_backend, resolve_runtime
+from compiled_opt.tuning.racing import Race
+from compiled_opt.tuning.search import ScoreMemo, Trial, params_key, search
+
+
+class Worker:
+    """Loads every model once (``build_backend``) and runs jobs one after another."""
+
+    def __init__(self, setup: WorkerSetup, plugins: Plugins | None = None):
+        self.setup = setup
+        self.plugins = plugins or Plugins.load()
+        if setup.runtime.threads:
+            torch.set_num_threads(setup.runtime.threads)
+        where = f"{setup.config_path}: runtime.device"
+        self.runtime: Runtime = resolve_runtime(setup.runtime, where)
+        self.aggregators = {name: self.plugins.aggregators.get(name) for name in self.plugins.aggregators}
+        self.backends: dict[str, ModelBackend] = {
+            name: build_backend(spec, self.plugins, self.model_runtime(name), f"{setup.config_path}: models.{name}")
+            for name, spec in setup.models.items()
+        }
+        for name, backend in self.backends.items():  # a loaded model may know a tighter limit than its class
+            if backend.max_horizon is not None and setup.horizon > backend.max_horizon:
+                raise UsageError(f"model {name!r} forecasts at most {backend.max_horizon} step(s) ahead, not"
+                                 f" {setup.horizon}", f"{setup.config_path}: data.horizon")
+
+    def model_runtime(self, name: str) -> Runtime:
+        """The worker's runtime with model ``name``'s dtype."""
+        return dataclasses.replace(self.runtime, dtype=getattr(torch, self.setup.dtypes.get(name, self.setup.runtime.dtype)))
+
+    def evaluator(self, model: str, series: Sequence[Series], rows: Sequence[range], horizon: int,
+                  metric: str) -> ScoreMemo:
+        """Scores configs of ``model`` on the given rows of each series (several: pooled), memoised."""
+        spec = self.setup.models[model]
+        parts = [Evaluator(self.backends[model], self.aggregators, s, r, horizon, metric, name=spec.backend,
+                           max_samples=spec.max_samples) for s, r in zip(series, rows, strict=True)]
+        return ScoreMemo(parts[0] if len(parts) == 1 else PooledEvaluator(parts))
+
+    def _evaluator(self, job: JobSpec, which: str) -> ScoreMemo:
+        return self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric)
+
+    def run(self, job: JobSpec, emit: Callable[[TrialBatch], None]) -> JobResult:
+        """Search, gate against the pooled config, judge against the reference, score the test windows."""
+        spec = self.setup.models[job.model]
+        policy: Policy = build(self.plugins.policies.get(job.policy), job.policy_options, "acceptance.options")
+        validation = self._evaluator(job, "validation")
+        s = job.search
+        scorer = validation if s.racing_max_runs is None else Race(validation, max_runs=s.racing_max_runs,
+                                                                   replay=job.replay)
+        result = search(scorer, spec.space, spec.base, job.seeds.search, optimizer=s.optimizer, trials=s.trials,
+                        batch=s.batch, seed=s.seed, incumbent=job.pooled or job.reference, exhaustive=s.exhaustive,
+                        replay=job.replay, on_batch=lambda trials: emit(_batch(job, trials)))
+        challenger, gate = result.recommendation, None
+        if job.pooled is not None and params_key(challenger) != params_key(job.pooled):
+            gate = pooled_gate(validation(challenger, job.seeds.gate), validation(job.pooled, job.seeds.gate),
+                               job.pooled_alpha)
+            challenger = challenger if gate["accept"] else job.pooled
+        verdict = judge(policy, validation, challenger, job.reference, job.seeds.search, job.seeds.decision)
+        test = self._evaluator(job, "test")
+        configs = {"challenger": challenger, "reference": job.reference, "defaults": spec.defaults}
+        return JobResult(
+            job_id=job.job_id, method=result.method, trials=len(result.trials),
+            failed=sum(t.score is None for t in result.trials), cached=sum(t.cached for t in result.trials),
+            incumbent_suggested=result.incumbent_suggested, challenger=challenger, decision=verdict.decision,
+            challenger_val=verdict.challenger, reference_val=verdict.incumbent,
+            test={k: test(v, job.seeds.decision) for k, v in configs.items()}, gate=gate,
+        )
+
+
+def pooled_gate(own: Evaluation, pooled: Evaluation, alpha: float) -> dict[str, Any]:
+    """One-sided paired t-test over windows: is the symbol's own config better than the pooled one?"""
+    d = pooled.errors.mean(axis=0) - own.errors.mean(axis=0)  # positive: own is better
+    se = window_standard_error(d)
+    t = float(d.mean() / se) if se > 0 else (np.inf if d.mean() > 0 else -np.inf)
+    p = float(st.t.sf(t, d.size - 1))
+    return {"test": "one-sided paired t-test over validation windows against the pooled config",
+            "mean_difference": float(d.mean()), "se": se, "statistic": t, "df": int(d.size - 1), "p_value": p,
+            "alpha": alpha, "accept": p < alpha}
+
+
+def _batch(job: JobSpec, trials: list[Trial]) -> TrialBatch:
+    rows = [trial_row(job, t) for t in trials]
+    return TrialBatch(job.job_id, job.stage, trials[0].batch, rows, [t.traceback for t in trials if t.traceback])
+
+
+def trial_row(job: JobSpec, t: Trial) -> TrialRow:
+    ev = t.evaluation
+    return TrialRow(
+        run_id=job.run_id, job=job.job_id, symbol=job.symbol, model=job.model, stage=job.stage, trial=t.number,
+        batch=t.batch, params=params_key(t.params), score=t.score, std=ev.std if ev else None,
+        sem=ev.sem if ev else None, per_run=[float(x) for x in ev.per_run] if ev else [],
+        price_mae=ev.price_mae if ev else None, naive_mae=ev.naive_mae if ev else None,
+        latency_s=0.0 if (ev is None or t.cached) else ev.latency_s, seeds=list(ev.seeds) if ev else [],
+        cached=t.cached, error=t.error,
+    )
