@@ -42,7 +42,7 @@ from compiled_opt.core.backend import FEATURES, ModelBackend, Runtime, WindowBat
 from compiled_opt.core.data import splits
 from compiled_opt.core.evaluate import Evaluation, Evaluator
 from compiled_opt.core.randomness import Draws, derive_seeds
-from compiled_opt.core.registry import Plugins, build
+from compiled_opt.core.registry import Plugins
 from compiled_opt.tuning.acceptance import Policy, judge
 
 from market import load_symbol
@@ -183,7 +183,7 @@ def variants(plugins: Plugins) -> list[tuple[str, Policy]]:
     out = []
     for name, options in chosen + list(EXTRA_VARIANTS):
         text = ",".join(f"{k}={str(v).lower()}" for k, v in options.items())
-        out.append((f"{name}[{text}]" if text else name, build(plugins.policies.get(name), options, name)))
+        out.append((f"{name}[{text}]" if text else name, plugins.policies.build(name, options, name)))
     return out
 
 

@@ -30,9 +30,10 @@ import pyarrow.parquet as pq
 
 from compiled_opt.commands.importer import import_csv
 from compiled_opt.core.config import load_config
+from compiled_opt.plugins.executors.local import LocalExecutor
 from compiled_opt.run.console import Console
 from compiled_opt.run.driver import Run
-from compiled_opt.run.executor import Executor, LocalExecutor
+from compiled_opt.run.executor import Executor
 from compiled_opt.tuning.jobs import TrialBatch
 
 from market import MARKET
@@ -83,7 +84,7 @@ class Replay(Executor):
     recorded: list = []
     overhead = 0.0
 
-    def start(self) -> None:
+    def start(self, setup) -> None:
         pass
 
     def run(self, jobs, on_event) -> None:
@@ -120,7 +121,7 @@ def absorb(root: Path, count: int, trials: int) -> dict:
         LocalExecutor.run = original
     Replay.recorded = events
     run = Run(load_config(config(data, root / "all", trials)), console=quiet)
-    run.executor_cls = Replay
+    run.executor = Replay()
     timers = {"trial_log": 0.0, "store": 0.0, "best": 0.0, "state": 0.0}
     for name, target, method in (("trial_log", run.run_dir.trials, "flush"), ("store", run.store, "save"),
                                  ("best", run.store, "update_best"), ("state", run.run_dir, "save_state")):
@@ -149,17 +150,18 @@ def scaling(root: Path, count: int, workers: int, windows: int, samples: int, tr
     quiet = Console(level="warning", stream=open(os.devnull, "w"))
     times, started = {}, {}
     for name, executor, threads in (("local", "local", 0), ("local_1thread", "local", 1), ("ray", "ray", 0)):
-        extra = f'[runtime]\nexecutor = "{executor}"\nworkers = {workers}\nthreads = {threads}\n'
+        options = f"options = {{ workers = {workers} }}\n" if executor == "ray" else ""
+        extra = f'[runtime]\nthreads = {threads}\n[executor]\nname = "{executor}"\n{options}'
         cfg = load_config(config(data, root / name, trials, extra, windows, samples))
         run = Run(cfg, console=quiet)
-        start_executor = run.executor_cls.start
+        start_executor = run.executor.start
 
-        def timed_start(self, start_executor=start_executor, name=name):
+        def timed_start(setup, start_executor=start_executor, name=name):
             begin = time.perf_counter()
-            start_executor(self)
+            start_executor(setup)
             started[name] = time.perf_counter() - begin
 
-        run.executor_cls = type(run.executor_cls.__name__, (run.executor_cls,), {"start": timed_start})
+        run.executor.start = timed_start
         start = time.perf_counter()
         outcomes = run.execute()
         times[name] = time.perf_counter() - start

@@ -242,8 +242,8 @@ def _seed_call(name: str, backend, series, params):
                               verbose=False)
 
         return predict
+    from compiled_opt.core.aggregate import builtin_aggregators
     from compiled_opt.core.randomness import Draws
-    from compiled_opt.plugins.aggregators import builtin_aggregators
 
     aggregator = {a.name: a for a in builtin_aggregators()}[params["aggregate"]]
 

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
+from compiled_opt.core.aggregate import builtin_aggregators
 from compiled_opt.core.backend import FEATURES, Runtime, WindowBatch
 from compiled_opt.core.data import splits, windows
 from compiled_opt.core.evaluate import Evaluator
 from compiled_opt.core.randomness import derive_seeds
-from compiled_opt.plugins.aggregators import builtin_aggregators
 from compiled_opt.plugins.backends.toto import TotoBackend, toto_class
 from compiled_opt.plugins.backends.toto.checkpoint import SIZES, write_random
 

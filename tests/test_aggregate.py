@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from compiled_opt.plugins.aggregators import builtin_aggregators
+from compiled_opt.core.aggregate import builtin_aggregators
 
 
 def reference(name: str, x: np.ndarray) -> float:

@@ -90,7 +90,10 @@ def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, ca
     (lambda c: c.replace("num_samples = 64 }", "num_samples = 64, lookback = 20 }"), "models.bootstrap.fixed.lookback"),
     (lambda c: c + '[acceptance]\npolicy = "paranoid"\n', "acceptance.policy"),
     (lambda c: c.replace("batch = 4", "batch = -1"), "search.batch"),
-    (lambda c: c.replace("[search]", "[runtime]\nexecutor = \"dask\"\n[search]"), "runtime.executor"),
+    (lambda c: c.replace("[search]", "[executor]\nname = \"dask\"\n[search]"), "executor.name"),
+    (lambda c: c.replace("[search]", "[executor]\nname = \"ray\"\noptions = { gpus_per_worker = 0 }\n[search]"),
+     "executor.options.gpus_per_worker"),
+    (lambda c: c.replace("[search]", "[executor]\noptions = { workers = 2 }\n[search]"), "executor.options.workers"),
     (lambda c: c.replace("[search]", "[search]\nexhaustive = \"always\""), "search.exhaustive"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, market_dir, capsys, edit, where):

@@ -29,7 +29,7 @@ def test_defaults_fill_missing_sections(tmp_path):
     path.write_text('[models.m]\nbackend = "bootstrap"\n')
     cfg = load_config(path)
     assert cfg.search.optimizer == "TwoPointsDE" and cfg.runtime.device == "auto" and cfg.models["m"].space is None
-    assert cfg.search.seed == "auto" and cfg.runtime.executor == "local" and cfg.pooled.enabled
+    assert cfg.search.seed == "auto" and cfg.executor.name == "local" and cfg.pooled.enabled
     assert cfg.data.val_window == 250 and cfg.search.trials == 100  # the defaults benchmarks/generalization.py chose
 
 
@@ -43,7 +43,9 @@ def test_defaults_fill_missing_sections(tmp_path):
     ("[search]\nseed = -1", "search.seed", '"auto" or a non-negative integer'),
     ("[search]\nexhaustive = 'yes'", "search.exhaustive", "allowed: always, auto, never"),
     ("[pooled]\nalpha = 0.7", "pooled.alpha", "between 0 and 0.5"),
-    ("[ray]\nmax_retries = -1", "ray.max_retries", "0 or positive"),
+    ("[ray]\nmax_retries = 1", "ray", "moved to executor.options"),
+    ("[runtime]\nworkers = 2", "runtime.workers", "moved to executor.options.workers"),
+    ("[executor]\nname = 3", "executor.name", "expected str"),
     ("[runtime]\ncompile = 'fast'", "runtime.compile", "reduce-overhead"),
     ("[evaluation]\nmetric = 'mse'", "evaluation.metric", "pct_return_mae"),
     ("[evaluation]\neval_runs = true", "evaluation.eval_runs", "expected int"),

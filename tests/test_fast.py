@@ -14,20 +14,13 @@ import torch
 
 from compiled_opt.commands.checkpoint import write_random
 from compiled_opt.core.backend import Runtime
+from compiled_opt.core.buckets import pad_rows, pad_to, window_bucket
 from compiled_opt.core.config import RuntimeConfig
 from compiled_opt.core.data import splits, windows
 from compiled_opt.core.evaluate import Evaluator
 from compiled_opt.core.randomness import Draws, derive_seeds
 from compiled_opt.core.registry import Plugins
-from compiled_opt.run.fast import (
-    DTYPE_TOLERANCE,
-    FAST_COMPILE,
-    compiles,
-    fast_settings,
-    pad_rows,
-    pad_to,
-    window_bucket,
-)
+from compiled_opt.run.fast import DTYPE_TOLERANCE, FAST_COMPILE, compiles, fast_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,7 +159,7 @@ def test_no_recompile_for_the_test_split(tiny, app_series, aggregators, monkeypa
 
 
 LOWER_PRECISION = [name for name in ("toto", "kronos")
-                   if getattr(Plugins.load().backends.get(name), "fast_dtype", "float32") != "float32"]
+                   if Plugins.load().backends.get(name).fast_dtype != "float32"]
 
 
 def test_only_toto_runs_in_lower_precision_in_fast_mode():

@@ -73,21 +73,26 @@ def test_missing_package_is_a_one_line_usage_error(monkeypatch):
     assert "\n" not in str(info.value)
 
 
+def built(**options):
+    """The backend as a run builds it: options errors are reported against the model's options table."""
+    return Plugins.load().backends.build("kronos", options, "f.toml: models.k.options", Runtime())
+
+
 def test_missing_weights_are_one_line_usage_errors(saved, tmp_path):
     with pytest.raises(UsageError, match="`hf download compiled-opt-tests/not-cached`") as info:
-        KronosBackend(Runtime(), model="compiled-opt-tests/not-cached", tokenizer=saved["dirs"]["tokenizer"])
-    assert "\n" not in str(info.value)
+        built(model="compiled-opt-tests/not-cached", tokenizer=saved["dirs"]["tokenizer"])
+    assert "\n" not in str(info.value) and info.value.where == "f.toml: models.k.options.model"
     with pytest.raises(UsageError, match="has no config.json"):
-        KronosBackend(Runtime(), model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
+        built(model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
     (tmp_path / "config.json").write_text((Path(saved["dirs"]["model"]) / "config.json").read_text())
     with pytest.raises(UsageError, match="has no model.safetensors"):
-        KronosBackend(Runtime(), model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
+        built(model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
 
 
 def test_missing_tokenizer_and_model_are_reported_together_with_one_hint(saved):
     """Both problems in one line, and the download command spelled as Toto's."""
     with pytest.raises(UsageError) as info:
-        KronosBackend(Runtime(), model="compiled-opt-tests/no-model", tokenizer="compiled-opt-tests/no-tokenizer")
+        built(model="compiled-opt-tests/no-model", tokenizer="compiled-opt-tests/no-tokenizer")
     message = str(info.value)
     assert "\n" not in message
     assert "kronos tokenizer 'compiled-opt-tests/no-tokenizer'" in message
@@ -100,7 +105,7 @@ def test_corrupt_weights_are_a_usage_error(saved, tmp_path):
     (tmp_path / "config.json").write_text((Path(saved["dirs"]["model"]) / "config.json").read_text())
     (tmp_path / "model.safetensors").write_text("not weights")
     with pytest.raises(UsageError, match=f"cannot load the kronos model in {tmp_path}"):
-        KronosBackend(Runtime(), model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
+        built(model=str(tmp_path), tokenizer=saved["dirs"]["tokenizer"])
 
 
 def test_loads_saved_weights_in_eval_mode(saved, backend):

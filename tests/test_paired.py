@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from compiled_opt.core.errors import UsageError
+from compiled_opt.core.errors import OptionError, UsageError
 from compiled_opt.core.evaluate import Evaluation, Evaluator
 from compiled_opt.core.randomness import derive_seeds
-from compiled_opt.core.registry import Plugins, build
+from compiled_opt.core.registry import Plugins
 from compiled_opt.plugins.policies.paired import Paired
 from compiled_opt.tuning.acceptance import judge
 
@@ -185,16 +186,18 @@ def test_unpairable_evaluations_are_refused():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"scope": "x"}, "scope must be 'runs' or 'windows', not 'x'"),
-    ({"alpha": 0.7}, "alpha must be between 0 and 0.5"),
-    ({"alpha": 0}, "alpha must be between 0 and 0.5"),
-    ({"min_effect": -0.01}, "min_effect must be a fraction in [0, 1)"),
+    ({"scope": "x"}, "scope: must be 'runs' or 'windows', not 'x'"),
+    ({"alpha": 0.7}, "alpha: must be between 0 and 0.5"),
+    ({"alpha": 0}, "alpha: must be between 0 and 0.5"),
+    ({"min_effect": -0.01}, "min_effect: must be a fraction in [0, 1)"),
 ])
 def test_bad_options(options, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    key, text = message.split(": ", 1)
+    with pytest.raises(OptionError, match=re.escape(text)) as e:
         Paired(**options)
-    with pytest.raises(UsageError, match="acceptance"):
-        build(Paired, options, "acceptance")
+    assert e.value.key == key
+    with pytest.raises(UsageError, match=re.escape(f"acceptance.options.{message}")):
+        Plugins.load().policies.build("paired", options, "acceptance.options")
 
 
 def test_judge_confirms_on_fresh_seeds_with_real_evaluator(sim):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from conftest import write_config
 
 from compiled_opt.commands.cli import main
 from compiled_opt.core import hookspecs
-from compiled_opt.core.errors import UsageError
-from compiled_opt.core.registry import Plugins, Registry, build, make_plugin_manager
+from compiled_opt.core.errors import PluginError, UsageError
+from compiled_opt.core.registry import Plugins, Registry, make_plugin_manager
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 THROWAWAY = DOCS.read_text().split("```python\n")[1].split("```")[0]  # the tutorial plugin, verbatim
@@ -69,7 +70,7 @@ def test_the_tutorial_imports_only_the_public_api():
 def test_builtin_executors_are_plugins():
     executors = Plugins.load().executors
     assert {"local", "ray"} <= set(executors)
-    assert "entry point 'executors'" in executors.source("ray")
+    assert "entry point 'ray'" in executors.source("ray")
 
 
 def test_duplicate_names_are_an_error():
@@ -96,12 +97,30 @@ def test_unknown_name_suggests():
 
 
 def test_build_rejects_unknown_options():
-    policy = Plugins.load().policies.get("relative_threshold")
-    assert build(policy, {"threshold": 0.02}, "w").threshold == 0.02
+    policies = Plugins.load().policies
+    assert policies.build("relative_threshold", {"threshold": 0.02}, "w").threshold == 0.02
     with pytest.raises(UsageError, match=r"w.treshold: unknown option 'treshold'; did you mean 'threshold'"):
-        build(policy, {"treshold": 0.02}, "w")
-    with pytest.raises(UsageError, match="threshold must be >= 0"):
-        build(policy, {"threshold": -1.0}, "w")
+        policies.build("relative_threshold", {"treshold": 0.02}, "w")
+    with pytest.raises(UsageError, match="w.threshold: must be >= 0"):
+        policies.build("relative_threshold", {"threshold": -1.0}, "w")
+    with pytest.raises(UsageError, match="w.threshold: expected a number, got str 'x'"):
+        policies.build("relative_threshold", {"threshold": "x"}, "w")
+
+
+def test_a_failure_inside_a_plugin_names_the_plugin_not_the_users_key():
+    class Broken:
+        def __init__(self, runtime, checkpoint: str = "x"):
+            raise TypeError("unexpected keyword argument 'proxies'")  # e.g. a dependency's changed API
+
+    class Plugin:
+        @hookspecs.hookimpl
+        def compiled_opt_register_backends(self, register):
+            register("broken", Broken)
+
+    backends = Plugins.load(make_plugin_manager(extra=(Plugin(),))).backends
+    with pytest.raises(PluginError, match=r"^backend 'broken' \(Plugin \(registered directly\)\) failed to start: TypeError:") as e:
+        backends.build("broken", {"checkpoint": "y"}, "f.toml: models.m.options", None)
+    assert e.value.where is None
 
 
 def test_no_manager_at_import_time():
@@ -124,3 +143,24 @@ def test_plugins_command_lists_sources(capsys):
         assert heading in out
     assert "bootstrap" in out and "compiled_opt.plugins.backends.bootstrap (compiled-opt" in out
     assert out.count("winsorized_mean_") == 2
+
+
+def test_builtin_plugins_import_only_the_public_api():
+    """Every module under compiled_opt/plugins imports from compiled_opt only ``api`` (and other plugin modules)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "compiled_opt" / "plugins"
+    offending = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offending += [f"{path.relative_to(root)}: {n}" for n in names if n.startswith("compiled_opt")
+                          and n != "compiled_opt.api" and not n.startswith("compiled_opt.plugins")]
+    assert offending == []
+
+
+def test_the_api_names_resolve_lazily():
+    code = ("import sys, compiled_opt.api as api; api.hookimpl; assert 'compiled_opt.tuning.worker' not in sys.modules;"
+            " assert all(getattr(api, n) is not None for n in api.__all__)")
+    subprocess.run([sys.executable, "-c", code], check=True)

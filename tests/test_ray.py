@@ -24,12 +24,13 @@ from compiled_opt.run.driver import Run  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "compiled-opt")
 # Equal torch thread counts give bit-identical floats; Ray's workers get one core each.
-EXTRA = "[runtime]\nthreads = 1\nworkers = 2\n"
+EXTRA = "[runtime]\nthreads = 1\n"
+RAY = '[executor]\nname = "ray"\noptions = { workers = 2 }\n'
 
 
-def config_in(root: Path, market_dir: Path) -> Path:
+def config_in(root: Path, market_dir: Path, executor: str = "") -> Path:
     root.mkdir()
-    config = write_config(root, market_dir, trials=16, extra=EXTRA)
+    config = write_config(root, market_dir, trials=16, extra=EXTRA + executor)
     text = config.read_text().replace('symbols = ["APP", "NU"]', 'symbols = ["APP", "NU", "ARM"]')
     config.write_text(text.replace("[search]", "[search]\nseed = 11"))
     return config
@@ -56,8 +57,7 @@ def test_ray_runs_the_bundled_default_config(tmp_path):
 
 def test_local_and_ray_write_identical_configs_and_trial_logs(tmp_path, market_dir, local_run):
     root = tmp_path / "ray"
-    proc = subprocess.run([CLI, "run", str(config_in(root, market_dir)), "-q", "--executor", "ray"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([CLI, "run", str(config_in(root, market_dir, RAY)), "-q"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert stored(root) == local_run[0]
     assert trials(root) == local_run[1]
@@ -65,12 +65,12 @@ def test_local_and_ray_write_identical_configs_and_trial_logs(tmp_path, market_d
 
 def test_a_worker_killed_mid_job_is_retried_and_the_result_is_unchanged(tmp_path, market_dir, local_run, monkeypatch):
     root = tmp_path / "killed"
-    config = load_config(config_in(root, market_dir), {"runtime.executor": "ray"})
+    config = load_config(config_in(root, market_dir, RAY))
     started = {}
     original_start = RayExecutor.start
 
-    def start(self):
-        original_start(self)
+    def start(self, setup):
+        original_start(self, setup)
         started["pids"] = self.pids()
 
     monkeypatch.setattr(RayExecutor, "start", start)
@@ -98,8 +98,8 @@ def test_ray_runs_a_toto_config(tmp_path, market_dir):
 
     options = options_toml(write_random("toto", tmp_path / "toto", "tiny"))
     models = f'[models.toto]\nbackend = "toto"\n{options}\nspace = {{ aggregate = {{ choice = ["mean", "median"] }} }}\n'
-    config = write_config(tmp_path, market_dir, trials=4, extra=EXTRA, models=models)
-    proc = subprocess.run([CLI, "run", str(config), "--executor", "ray"], capture_output=True, text=True)
+    config = write_config(tmp_path, market_dir, trials=4, extra=EXTRA + RAY, models=models)
+    proc = subprocess.run([CLI, "run", str(config)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "executor ray (2 workers on cpu)" in proc.stdout
     assert sorted(p.name for p in (tmp_path / "hyperparams" / "toto").iterdir()) == ["APP.json", "NU.json"]

@@ -16,7 +16,7 @@ from compiled_opt.core.boundaries import boundaries, stage_runs
 from compiled_opt.core.errors import UsageError
 from compiled_opt.core.evaluate import Evaluation
 from compiled_opt.core.randomness import derive_seeds
-from compiled_opt.core.registry import Plugins, build
+from compiled_opt.core.registry import Plugins
 from compiled_opt.plugins.policies.paired import Paired
 from compiled_opt.plugins.policies.sequential import Sequential
 from compiled_opt.tuning.acceptance import join_runs, judge, more_seeds
@@ -256,11 +256,11 @@ def test_decide_alone_is_the_fixed_paired_test():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"max_runs": 1}, "max_runs must be an integer of at least 2"),
-    ({"spending": "linear"}, "spending must be one of 'pocock', 'obrien_fleming'"),
-    ({"futility": 1.0}, r"futility must be a conditional power in \[0, 1\)"),
-    ({"alpha": 0.7}, "alpha must be between 0 and 0.5"),
+    ({"max_runs": 1}, "max_runs: must be an integer of at least 2"),
+    ({"spending": "linear"}, "spending: must be one of 'pocock', 'obrien_fleming'"),
+    ({"futility": 1.0}, r"futility: must be a conditional power in \[0, 1\)"),
+    ({"alpha": 0.7}, "alpha: must be between 0 and 0.5"),
 ])
 def test_bad_options(options, message):
-    with pytest.raises(UsageError, match=message):
-        build(Sequential, options, "acceptance.options")
+    with pytest.raises(UsageError, match=f"acceptance.options.{message}"):
+        Plugins.load().policies.build("sequential", options, "acceptance.options")

@@ -15,13 +15,13 @@ pytest.importorskip("toto", reason="the toto backend needs toto-ts")
 from toto.data.util.dataset import MaskedTimeseries  # noqa: E402
 from toto.inference.forecaster import TotoForecaster  # noqa: E402
 
+from compiled_opt.core.aggregate import builtin_aggregators  # noqa: E402
 from compiled_opt.core.backend import FEATURES, Runtime  # noqa: E402
 from compiled_opt.core.data import splits, windows  # noqa: E402
 from compiled_opt.core.errors import UsageError  # noqa: E402
 from compiled_opt.core.evaluate import Evaluator  # noqa: E402
 from compiled_opt.core.randomness import Draws  # noqa: E402
 from compiled_opt.core.registry import Plugins  # noqa: E402
-from compiled_opt.plugins.aggregators import builtin_aggregators  # noqa: E402
 from compiled_opt.plugins.backends.toto import TotoBackend  # noqa: E402
 from compiled_opt.plugins.backends.toto.checkpoint import SIZES, random_model, save_checkpoint  # noqa: E402
 from compiled_opt.plugins.backends.toto.distribution import StudentTMixture, student_t  # noqa: E402
@@ -122,13 +122,19 @@ def test_model_id_is_read_from_the_hugging_face_cache(checkpoint, monkeypatch, t
     assert torch.equal(encode(cached, batch).loc, encode(TotoBackend(Runtime(), checkpoint=checkpoint), batch).loc)
 
 
+def built(**options):
+    """The backend as a run builds it: options errors are reported against the model's options table."""
+    return Plugins.load().backends.build("toto", options, "f.toml: models.t.options", Runtime())
+
+
 @pytest.mark.parametrize(("checkpoint_name", "download"), [
     ("compiled-opt-tests/no-such-toto", "compiled-opt-tests/no-such-toto"),
     ("/no/such/directory", "Datadog/Toto-Open-Base-1.0"),
 ])
 def test_missing_checkpoint_is_one_line_naming_it(checkpoint_name, download):
     with pytest.raises(UsageError) as err:
-        TotoBackend(Runtime(), checkpoint=checkpoint_name)
+        built(checkpoint=checkpoint_name)
+    assert err.value.where == "f.toml: models.t.options.checkpoint"
     message = str(err.value)
     assert "\n" not in message
     assert repr(checkpoint_name) in message
@@ -137,11 +143,11 @@ def test_missing_checkpoint_is_one_line_naming_it(checkpoint_name, download):
 
 def test_directory_without_weights_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="has no config.json and no model.safetensors"):
-        TotoBackend(Runtime(), checkpoint=str(tmp_path))
+        built(checkpoint=str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_text("not weights")
     with pytest.raises(UsageError, match="cannot load the Toto checkpoint"):
-        TotoBackend(Runtime(), checkpoint=str(tmp_path))
+        built(checkpoint=str(tmp_path))
 
 
 def test_gluonts_json_advice_is_silenced_and_nothing_else():

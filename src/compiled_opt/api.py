@@ -1,24 +1,47 @@
-"""The public API for plugin authors: everything a backend, policy, aggregator or executor plugin needs.
+"""The public API: everything a backend, policy, aggregator or executor plugin needs.
 
     from compiled_opt.api import ModelBackend, hookimpl
 
-Names here are stable; the packages beside it (``core``, ``tuning``, ``run``, ``store``,
-``commands``) are the implementation.
+The built-in plugins import from here only, like any third-party plugin. Names here are stable; the
+packages beside it (``core``, ``tuning``, ``run``, ``store``, ``commands``) are the implementation.
+Each name is imported when it is first used, so a plugin pays only for what it imports.
 """
 
-from compiled_opt.core.aggregate import Aggregator
-from compiled_opt.core.backend import FEATURES, ContractError, ModelBackend, Runtime, WindowBatch
-from compiled_opt.core.errors import UsageError
-from compiled_opt.core.evaluate import Evaluation
-from compiled_opt.core.hookspecs import Register, hookimpl
-from compiled_opt.core.randomness import Draws
-from compiled_opt.run.executor import Event, Executor, JobDone, run_job
-from compiled_opt.tuning.acceptance import Decision, Policy, improvement_text, relative_improvement
-from compiled_opt.tuning.jobs import JobResult, JobSpec, TrialBatch, WorkerSetup
-from compiled_opt.tuning.worker import Worker
+from __future__ import annotations
 
-__all__ = [
-    "FEATURES", "Aggregator", "ContractError", "Decision", "Draws", "Evaluation", "Event", "Executor", "JobDone",
-    "JobResult", "JobSpec", "ModelBackend", "Policy", "Register", "Runtime", "TrialBatch", "UsageError",
-    "WindowBatch", "Worker", "WorkerSetup", "hookimpl", "improvement_text", "relative_improvement", "run_job",
-]
+import importlib
+from typing import Any
+
+_HOME = {
+    "compiled_opt.core.aggregate": ("Aggregator", "builtin_aggregators", "lower_trimmed", "mean", "quantile",
+                                    "trimmed", "upper_trimmed", "winsorized"),
+    "compiled_opt.core.backend": ("FEATURES", "ContractError", "ModelBackend", "Runtime", "WindowBatch"),
+    "compiled_opt.core.boundaries": ("SPENDING", "Boundaries", "boundaries", "stage_runs", "z_equivalent"),
+    "compiled_opt.core.buckets": ("pad_rows", "pad_to", "window_bucket"),
+    "compiled_opt.core.errors": ("OptionError", "UsageError"),
+    "compiled_opt.core.evaluate": ("Evaluation",),
+    "compiled_opt.core.hookspecs": ("Register", "hookimpl"),
+    "compiled_opt.core.randomness": ("Draws",),
+    "compiled_opt.core.stats": ("mc_standard_error", "paired_differences", "window_standard_error"),
+    "compiled_opt.run.executor": ("Event", "Executor", "JobDone", "OnEvent", "run_job"),
+    "compiled_opt.store.records": ("TrialRow",),
+    "compiled_opt.tuning.acceptance": ("Decision", "Policy", "StagedPolicy", "Stages", "improvement_text",
+                                       "relative_improvement"),
+    "compiled_opt.tuning.jobs": ("JobResult", "JobSpec", "TrialBatch", "WorkerSetup", "logged_trials"),
+    "compiled_opt.tuning.worker": ("Worker",),
+}
+_MODULE = {name: module for module, names in _HOME.items() for name in names}
+
+__all__ = sorted(_MODULE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,7 +1,7 @@
 """``compiled-opt checkpoint random``: a random-initialised checkpoint of a backend's real architecture.
 
 For trying a pipeline, testing and benchmarking without the released weights. A backend offers it
-with a ``random_checkpoint(directory, size, seed)`` static method that writes the checkpoint through
+by setting ``ModelBackend.random_checkpoint``: a static method that writes the checkpoint through
 the same code its loader reads and returns the backend's ``options`` for it; ``size`` is one of
 ``SIZES`` (``tiny``: seconds on a CPU; ``base``: the released model's architecture).
 """
@@ -20,7 +20,7 @@ SIZES = ("tiny", "small", "base")
 
 def offering(plugins: Plugins) -> list[str]:
     """The backends that write random checkpoints."""
-    return [name for name in plugins.backends if hasattr(plugins.backends.get(name), "random_checkpoint")]
+    return [name for name in plugins.backends if plugins.backends.get(name).random_checkpoint is not None]
 
 
 def write_random(backend: str, directory: Path, size: str = "tiny", seed: int = 0,

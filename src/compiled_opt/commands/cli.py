@@ -49,8 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="store the new config even without improvement")
     run.add_argument("--output", type=Path,
                      help="write stored configs to DIR/hyperparams and run logs to DIR/runs (overrides [output])")
-    run.add_argument("--executor", help="overrides runtime.executor (local, ray, ...)")
-    run.add_argument("--ray-address", help="overrides ray.address (a running cluster; default: start a local Ray)")
+    run.add_argument("--executor", help="overrides executor.name (local, ray, ...)")
+    run.add_argument("--ray-address", help="overrides executor.options.address (a running Ray cluster; default: start"
+                     " a local Ray)")
     run.add_argument("--fast", action="store_true", help="runtime.mode = \"fast\": the fastest measured settings on one GPU")
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                      help="continue an interrupted run (default: the latest) from its last finished batch")
@@ -107,7 +108,8 @@ def _overrides(args: argparse.Namespace) -> dict:
     out = {}
     flagged = {"data.symbols": ("--symbols", args.symbols), "search.trials": ("--trials", args.trials),
                "evaluation.eval_runs": ("--eval-runs", args.eval_runs),
-               "runtime.executor": ("--executor", args.executor), "ray.address": ("--ray-address", args.ray_address),
+               "executor.name": ("--executor", args.executor),
+               "executor.options.address": ("--ray-address", args.ray_address),
                "runtime.mode": ("--fast", "fast" if args.fast else None)}
     if args.output is not None:
         root = args.output.resolve()

@@ -111,3 +111,24 @@ def upper_trimmed(p: float, name: str) -> Aggregator:
 
 def winsorized(p: float, name: str) -> Aggregator:
     return Aggregator(name, lo=p, hi=1 - p, winsorize=True)
+
+
+# The built-in aggregators (registered by ``compiled_opt.plugins.aggregators``): the old Toto search space's names.
+TRIMMED = (5, 10, 15, 20, 25)
+LOWER_TRIMMED = (10, 15, 20, 25)
+UPPER_TRIMMED = (10, 15, 20)
+QUANTILES = ("0.10", "0.15", "0.20", "0.25", "0.30", "0.70", "0.75", "0.80", "0.85", "0.90")
+WINSORIZED = (5, 10)
+
+
+def builtin_aggregators() -> list[Aggregator]:
+    """Every built-in aggregator, in the order the old search space listed them."""
+    return [
+        *(trimmed(p / 100, f"trimmed_mean_{p}") for p in TRIMMED),
+        *(lower_trimmed(p / 100, f"lower_trimmed_mean_{p}") for p in LOWER_TRIMMED),
+        *(upper_trimmed(p / 100, f"upper_trimmed_mean_{p}") for p in UPPER_TRIMMED),
+        *(quantile(float(q), f"quantile_{q}") for q in QUANTILES),
+        mean(),
+        quantile(0.5, "median"),
+        *(winsorized(p / 100, f"winsorized_mean_{p}") for p in WINSORIZED),
+    ]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,6 +94,14 @@ class ModelBackend(ABC):
     - ``max_horizon``: the longest ``data.horizon`` the backend forecasts (``None``: any); the run
       checks it with the other inputs, before any work.
 
+    Optional capabilities, declared here so the engine never guesses:
+
+    - ``fast_dtype``: the lowest precision whose ``pct_return_mae`` was measured to agree with
+      float32 within ``run.fast.DTYPE_TOLERANCE``; fast mode uses it (default ``"float32"``).
+    - ``random_checkpoint``: ``None``, or a static method ``(directory, size, seed) -> options``
+      writing a random-initialised checkpoint through the backend's own loader's format
+      (``compiled-opt checkpoint random``; ``size`` is ``tiny``, ``small`` or ``base``).
+
     ``check`` and ``context_length`` are class methods: the run calls them on every configured
     value before any model is loaded.
     """
@@ -103,6 +112,8 @@ class ModelBackend(ABC):
     context_param: str | None = None
     samples_param: str | None = None
     max_horizon: int | None = None
+    fast_dtype: str = "float32"
+    random_checkpoint: Callable[[Path, str, int], dict[str, Any]] | None = None
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime

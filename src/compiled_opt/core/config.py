@@ -136,40 +136,30 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Device, ``torch.compile`` mode, dtype, and how jobs are executed.
+    """Device, ``torch.compile`` mode and dtype of every worker.
 
-    ``mode = "fast"`` picks what is measured fastest on one GPU (see README); ``executor`` is a
-    registered executor (``local``, ``ray``); ``workers`` (0: one per GPU slot or core) and
-    ``gpus_per_worker`` (may be fractional) size it; ``threads`` (0: torch's default) is the torch
-    thread count per worker: equal thread counts give bit-identical results.
+    ``mode = "fast"`` picks what is measured fastest on one GPU (see README); ``threads`` (0: torch's
+    default) is the torch thread count per worker: equal thread counts give bit-identical results.
     """
 
     device: str = "auto"
     compile: str = "none"
     dtype: str = "float32"
     mode: str = "default"
-    executor: str = "local"
-    workers: int = 0
-    gpus_per_worker: float = 1.0
     threads: int = 0
 
     def checks(self) -> dict[str, str | None]:
         return {"device": _one_of(self.device, DEVICES), "compile": _one_of(self.compile, COMPILE_MODES),
                 "dtype": _one_of(self.dtype, DTYPES), "mode": _one_of(self.mode, MODES),
-                "workers": None if self.workers >= 0 else "must be 0 (automatic) or positive",
-                "gpus_per_worker": None if 0 <= self.gpus_per_worker <= 64 else "must be between 0 and 64",
                 "threads": None if self.threads >= 0 else "must be 0 (torch's default) or positive"}
 
 
 @dataclass(frozen=True)
-class RayConfig:
-    """The ``ray`` executor: cluster ``address`` (empty: start a local Ray) and retries per job."""
+class ExecutorConfig:
+    """Who runs the jobs: a registered executor (``local``, ``ray``, or a plugin's) and its own options."""
 
-    address: str = ""
-    max_retries: int = 2
-
-    def checks(self) -> dict[str, str | None]:
-        return {"max_retries": None if self.max_retries >= 0 else "must be 0 or positive"}
+    name: str = "local"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,7 +183,7 @@ class Config:
     acceptance: AcceptanceConfig
     output: OutputConfig
     runtime: RuntimeConfig
-    ray: RayConfig
+    executor: ExecutorConfig
     models: dict[str, ModelConfig]
     force: bool = False
     text: str = ""
@@ -215,7 +205,12 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "evaluation": EvaluationConfig, "search": SearchConfig, "pooled": PooledConfig,
-            "acceptance": AcceptanceConfig, "output": OutputConfig, "runtime": RuntimeConfig, "ray": RayConfig}
+            "acceptance": AcceptanceConfig, "output": OutputConfig, "runtime": RuntimeConfig,
+            "executor": ExecutorConfig}
+# Keys of earlier releases, and where they live now.
+MOVED = {"runtime.executor": "executor.name", "runtime.workers": "executor.options.workers",
+         "runtime.gpus_per_worker": "executor.options.gpus_per_worker", "ray": "executor.options (executor = ray)",
+         "ray.address": "executor.options.address", "ray.max_retries": "executor.options.max_retries"}
 
 
 @dataclass(frozen=True)
@@ -224,6 +219,13 @@ class Override:
 
     value: Any
     flag: str
+
+
+def _unknown(full: str, key: str, allowed: Any) -> str:
+    """The message for an unknown key: where it moved to, else a suggestion."""
+    if full in MOVED:
+        return f"moved to {MOVED[full]}"
+    return f"unknown key {key!r}; {did_you_mean(key, allowed)}"
 
 
 def _one_of(value: str, allowed: tuple[str, ...]) -> str | None:
@@ -265,7 +267,7 @@ def _section(cls: type, raw: Any, where: str, flags: Mapping[str, str]) -> Any:
 
     for key in raw:
         if key not in names:
-            raise UsageError(f"unknown key {key!r}; {did_you_mean(key, names)}", at(key))
+            raise UsageError(_unknown(f"{where.rsplit(': ', 1)[-1]}.{key}", key, names), at(key))
     obj = cls(**{k: _coerce(v, hints[k], at(k)) for k, v in raw.items()})
     for key, problem in getattr(obj, "checks", dict)().items():
         if problem:
@@ -307,13 +309,18 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None, text: st
     flags = {k: v.flag for k, v in (overrides or {}).items() if isinstance(v, Override)}
     for key in raw:
         if key not in (*SECTIONS, "models"):
-            raise UsageError(f"unknown section {key!r}; {did_you_mean(key, (*SECTIONS, 'models'))}", f"{path}: {key}")
+            problem = (f"moved to {MOVED[key]}" if key in MOVED
+                       else f"unknown section {key!r}; {did_you_mean(key, (*SECTIONS, 'models'))}")
+            raise UsageError(problem, f"{path}: {key}")
     for key, value in plain.items():
         if "." in key:
-            section, name = key.split(".")
-            raw.setdefault(section, {})[name] = value
+            *tables, name = key.split(".")
+            table = raw
+            for part in tables:
+                table = table.setdefault(part, {})
+            table[name] = value
     sections = {name: _section(cls, raw.get(name, {}), f"{path}: {name}",
-                               {k.split(".")[1]: f for k, f in flags.items() if k.startswith(f"{name}.")})
+                               {k.split(".", 1)[1]: f for k, f in flags.items() if k.startswith(f"{name}.")})
                 for name, cls in SECTIONS.items()}
     here = path.parent  # relative paths in the file are relative to the file
     sections["data"] = dataclasses.replace(sections["data"], directory=here / sections["data"].directory)

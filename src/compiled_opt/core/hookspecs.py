@@ -45,5 +45,6 @@ def compiled_opt_register_executors(register: Register) -> None:
     """Register executors (what runs a run's jobs: in this process, on Ray, ...).
 
     :param register: call ``register(name, cls)`` with a ``compiled_opt.api.Executor``
-        subclass; ``runtime.executor = "name"`` (or ``--executor name``) selects it.
+        subclass; ``[executor] name = "name"`` (or ``--executor name``) selects it and its keyword
+        arguments are the ``[executor] options``.
     """

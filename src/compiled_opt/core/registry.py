@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pluggy
 
 from compiled_opt.core import hookspecs
-from compiled_opt.core.errors import UsageError, did_you_mean
+from compiled_opt.core.errors import OptionError, PluginError, UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "compiled_opt"
 KINDS = {"backends": "backend", "policies": "policy", "aggregators": "aggregator", "executors": "executor"}
@@ -55,6 +56,24 @@ class Registry:
     def source(self, name: str) -> str:
         return self.entries[name][1]
 
+    def build(self, name: str, options: Mapping[str, Any], where: str, *args: Any) -> Any:
+        """``get(name)(*args, **options)``. Unknown or ill-typed options and an ``OptionError`` are the
+        user's: reported against ``where`` (their options table); any other failure names the plugin."""
+        factory = self.get(name)
+        check_options(factory, options, where, len(args))
+        try:
+            return factory(*args, **options)
+        except OptionError as exc:
+            raise UsageError(str(exc), f"{where}.{exc.key}" if exc.key else where) from exc
+        except UsageError as exc:
+            if exc.where:
+                raise
+            raise UsageError(str(exc), where) from exc
+        except Exception as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            raise PluginError(f"{self.noun} {name!r} ({self.source(name)}) failed to start: {type(exc).__name__}:"
+                              f" {first}") from exc
+
 
 @dataclass
 class Plugins:
@@ -84,23 +103,29 @@ def _describe(name: str, plugin: object, dist: Any) -> str:
     return f"{module} ({dist.metadata['name']} {dist.version}, entry point {name!r})"
 
 
+SIMPLE = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _accepts(kind: Any, value: Any) -> bool:
+    """Whether ``value`` fits the simple annotation ``kind`` (bool, int, float, str; anything else fits)."""
+    if kind not in SIMPLE:
+        return True
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
 def check_options(factory: Any, options: Mapping[str, Any], where: str, positional: int = 0) -> None:
-    """Unknown keyword ``options`` of ``factory`` (after ``positional`` arguments) as a ``UsageError``."""
+    """Unknown keyword ``options`` of ``factory`` (after ``positional`` arguments), and values that do not
+    fit a simple annotation (bool, int, float, str), as a ``UsageError`` naming ``where.key``."""
     params = inspect.signature(factory).parameters
     allowed = [n for n, p in list(params.items())[positional:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    for key in options:
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # an annotation that does not resolve: names are still checked
+        hints = {}
+    for key, value in options.items():
         if key not in allowed:
             raise UsageError(f"unknown option {key!r}; {did_you_mean(key, allowed)}", f"{where}.{key}")
-
-
-def build(factory: Any, options: Mapping[str, Any], where: str, *args: Any) -> Any:
-    """``factory(*args, **options)``, with unknown or missing options reported against ``where``."""
-    check_options(factory, options, where, len(args))
-    try:
-        return factory(*args, **options)
-    except UsageError as exc:
-        if exc.where:
-            raise
-        raise UsageError(str(exc), where) from exc
-    except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc), where) from exc
+        if not _accepts(hints.get(key), value):
+            raise UsageError(f"expected {SIMPLE[hints[key]]}, got {type(value).__name__} {value!r}", f"{where}.{key}")

@@ -22,7 +22,7 @@ from compiled_opt.core.config import Config
 from compiled_opt.core.data import Series, check_history, fingerprint, list_symbols, read_series, splits, symbol_path
 from compiled_opt.core.errors import UsageError, did_you_mean
 from compiled_opt.core.randomness import derive_seeds
-from compiled_opt.core.registry import Plugins, build
+from compiled_opt.core.registry import Plugins
 from compiled_opt.run.console import Console, Outcome
 from compiled_opt.run.executor import Event, Executor, JobDone
 from compiled_opt.run.fast import fast_settings
@@ -62,11 +62,11 @@ class Run:
         self.plugins = plugins or Plugins.load()
         self.console = console or Console()
         self.debug = debug
-        acc = config.acceptance
-        build(self.plugins.policies.get(acc.policy, config.where("acceptance.policy")), acc.options,
-              config.where("acceptance.options"))
-        self.executor_cls: type[Executor] = self.plugins.executors.get(config.runtime.executor,
-                                                                       config.where("runtime.executor"))
+        acc, ex = config.acceptance, config.executor
+        self.plugins.policies.get(acc.policy, config.where("acceptance.policy"))
+        self.plugins.policies.build(acc.policy, acc.options, config.where("acceptance.options"))
+        self.plugins.executors.get(ex.name, config.where("executor.name"))
+        self.executor: Executor = self.plugins.executors.build(ex.name, ex.options, config.where("executor.options"))
         self.series = load_symbols(config)
         self.models = {name: make_model_spec(mc, self.plugins, config) for name, mc in config.models.items()}
         self.exhaustive = {name: self._exhaustive(model, config) for name, model in self.models.items()}
@@ -173,8 +173,8 @@ class Run:
             self.console.line(self.fast.notice)
         setup = WorkerSetup(self.models, self.fast.runtime, str(self.config.path), self.config.data.horizon,
                             self.fast.dtypes)
-        executor = self.executor_cls(setup, self.config)
-        executor.start()  # loads every model: missing weights stop the run here, before any write
+        executor = self.executor
+        executor.start(setup)  # loads every model: missing weights stop the run here, before any write
         logged: dict[tuple[str, str], list[TrialRow]] = defaultdict(list)  # an interrupted attempt's trials
         for row in read_trials(self.run_dir.path):
             logged[(row.job, row.stage)].append(row)

@@ -1,9 +1,10 @@
-"""Executors run a run's jobs: the interface, its events, and the built-in in-process one.
+"""Executors run a run's jobs: the interface and its events.
 
-An executor is a plugin (hook ``compiled_opt_register_executors``), built as ``cls(setup, config)``.
-It starts workers (each loads every model once), runs jobs on them, and reports every finished
-batch of trials and every finished job through ``on_event``, in the driver's thread. It never
-writes files: the driver does.
+An executor is a plugin (hook ``compiled_opt_register_executors``), built as ``cls(**options)`` from
+the config's ``[executor]`` table before any work, so a bad option stops the run before anything is
+written. ``start(setup)`` starts its workers (each loads every model once); ``run`` runs jobs on
+them and reports every finished batch of trials and every finished job through ``on_event``, in
+the driver's thread. It never writes files: the driver does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from compiled_opt.core.config import Config
 from compiled_opt.tuning.jobs import JobResult, JobSpec, TrialBatch, WorkerSetup
 from compiled_opt.tuning.worker import Worker
 
@@ -34,14 +34,10 @@ OnEvent = Callable[[Event], None]
 
 
 class Executor(ABC):
-    """Runs jobs on workers; see the module docstring."""
-
-    def __init__(self, setup: WorkerSetup, config: Config):
-        self.setup = setup
-        self.config = config
+    """Runs jobs on workers; see the module docstring. Its constructor's keyword arguments are its options."""
 
     @abstractmethod
-    def start(self) -> None:
+    def start(self, setup: WorkerSetup) -> None:
         """Start the workers and load every model: a ``UsageError`` here (missing weights, no GPU)
         stops the run before any work."""
 
@@ -49,7 +45,7 @@ class Executor(ABC):
     def run(self, jobs: Sequence[JobSpec], on_event: OnEvent) -> None:
         """Run every job, reporting each finished batch and job through ``on_event``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: nothing to stop by default)
         """Stop the workers."""
 
     def describe(self) -> str:
@@ -62,17 +58,3 @@ def run_job(worker: Worker, job: JobSpec, on_batch: Callable[[TrialBatch], None]
         return JobDone(job.job_id, worker.run(job, on_batch))
     except Exception as exc:
         return JobDone(job.job_id, None, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-
-
-class LocalExecutor(Executor):
-    """Every job in this process, one after another, on one worker."""
-
-    def start(self) -> None:
-        self.worker = Worker(self.setup)
-
-    def run(self, jobs: Sequence[JobSpec], on_event: OnEvent) -> None:
-        for job in jobs:
-            on_event(run_job(self.worker, job, on_event))
-
-    def describe(self) -> str:
-        return f"local (this process, device {self.worker.runtime.device})"

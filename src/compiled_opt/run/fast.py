@@ -2,15 +2,12 @@
 
 ``fast_settings`` turns the runtime section into concrete settings: CUDA, ``torch.compile`` with CUDA
 graphs (``reduce-overhead``) and, per backend, its ``fast_dtype``: the lowest precision whose
-``pct_return_mae`` was measured to agree with float32 within ``DTYPE_TOLERANCE`` (``float32`` for a
-backend that declares none). Without a CUDA device it falls back to the normal CPU settings and says
+``pct_return_mae`` was measured to agree with float32 within ``DTYPE_TOLERANCE`` (``float32`` unless
+the backend declares another). Without a CUDA device it falls back to the normal CPU settings and says
 so in one line.
 
-CUDA graphs replay one recorded graph per input shape, and a new shape costs a recording (and,
-for the first few, a compile). Compiled backends therefore pad what varies to buckets: the window
-axis to a multiple of ``WINDOW_BUCKET`` (the 30 validation and the 20 test windows share one
-shape) and per-window token counts to powers of two (``pad_to``). Windows and tokens never
-interact, so padding changes no result. ``compiles()`` counts the graphs compiled so far.
+CUDA graphs replay one recorded graph per input shape: compiled backends pad what varies to the
+buckets of ``core.buckets``. ``compiles()`` counts the graphs compiled so far.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from compiled_opt.core.backend import ModelBackend, Runtime
 from compiled_opt.core.config import RuntimeConfig
 
 FAST_COMPILE = "reduce-overhead"
-WINDOW_BUCKET = 32
 # How far a backend's fast_dtype may move pct_return_mae from float32, relative: about one Monte Carlo
 # standard error of 3 runs on 30 windows, so it cannot reorder configs more than sampling noise does.
 DTYPE_TOLERANCE = 0.005
@@ -56,28 +52,9 @@ def fast_settings(cfg: RuntimeConfig, backends: Mapping[str, type[ModelBackend]]
         return FastSettings(normal, dict.fromkeys(backends, "float32"),
                             "fast mode: no CUDA device here, running with the normal CPU settings (device cpu, float32, no compile)")
     runtime = dataclasses.replace(cfg, device="cuda", compile=FAST_COMPILE, dtype="float32")
-    dtypes = {name: getattr(cls, "fast_dtype", "float32") for name, cls in backends.items()}
+    dtypes = {name: cls.fast_dtype for name, cls in backends.items()}
     shown = ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())
     return FastSettings(runtime, dtypes, f"fast mode: cuda, torch.compile {FAST_COMPILE} (CUDA graphs), {shown}")
-
-
-def pad_to(n: int) -> int:
-    """The bucket of a per-window count: the next power of two."""
-    return 1 << max(n - 1, 0).bit_length()
-
-
-def window_bucket(n: int) -> int:
-    """The bucket of a window count: the next multiple of ``WINDOW_BUCKET``."""
-    return -(-n // WINDOW_BUCKET) * WINDOW_BUCKET
-
-
-def pad_rows(t: torch.Tensor, rows: int, dim: int = 0) -> torch.Tensor:
-    """``t`` with ``rows`` entries along ``dim``, the last one repeated (real data: no NaN in padding)."""
-    extra = rows - t.shape[dim]
-    if extra <= 0:
-        return t
-    last = t.narrow(dim, t.shape[dim] - 1, 1)
-    return torch.cat([t, last.expand(*(extra if d == dim else -1 for d in range(t.dim())))], dim=dim)
 
 
 def compiles() -> int:

@@ -16,7 +16,7 @@ import torch
 from compiled_opt.core.backend import ModelBackend, Runtime
 from compiled_opt.core.config import Config, ModelConfig, RuntimeConfig
 from compiled_opt.core.errors import UsageError, did_you_mean
-from compiled_opt.core.registry import Plugins, build, check_options
+from compiled_opt.core.registry import Plugins, check_options
 from compiled_opt.core.space import Choices, Range, Space, parse_space
 from compiled_opt.store.records import StoredRecord
 
@@ -113,8 +113,8 @@ def _sample_cache_size(cls: type[ModelBackend], space: Space, base: Mapping[str,
 
 def build_backend(spec: ModelSpec, plugins: Plugins, runtime: Runtime, where: str) -> ModelBackend:
     """The backend itself (loading its weights): once per worker process."""
-    cls = plugins.backends.get(spec.backend, f"{where}.backend")
-    return build(cls, spec.options, f"{where}.options", runtime)
+    plugins.backends.get(spec.backend, f"{where}.backend")
+    return plugins.backends.build(spec.backend, spec.options, f"{where}.options", runtime)
 
 
 def _check(cls: type[ModelBackend], plugins: Plugins, params: Mapping[str, Any], where: str) -> None:

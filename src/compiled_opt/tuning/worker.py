@@ -17,7 +17,7 @@ from compiled_opt.core.backend import ModelBackend, Runtime
 from compiled_opt.core.data import Series
 from compiled_opt.core.errors import UsageError
 from compiled_opt.core.evaluate import Evaluation, Evaluator, PooledEvaluator
-from compiled_opt.core.registry import Plugins, build
+from compiled_opt.core.registry import Plugins
 from compiled_opt.core.stats import window_standard_error
 from compiled_opt.store.records import TrialRow
 from compiled_opt.tuning.acceptance import Policy, judge
@@ -65,7 +65,7 @@ class Worker:
     def run(self, job: JobSpec, emit: Callable[[TrialBatch], None]) -> JobResult:
         """Search, gate against the pooled config, judge against the reference, score the test windows."""
         spec = self.setup.models[job.model]
-        policy: Policy = build(self.plugins.policies.get(job.policy), job.policy_options, "acceptance.options")
+        policy: Policy = self.plugins.policies.build(job.policy, job.policy_options, "acceptance.options")
         validation = self._evaluator(job, "validation")
         s = job.search
         scorer = validation if s.racing_max_runs is None else Race(validation, max_runs=s.racing_max_runs,

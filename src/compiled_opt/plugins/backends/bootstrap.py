@@ -13,10 +13,7 @@ from typing import Any
 
 import torch
 
-from compiled_opt.core.backend import FEATURES, ModelBackend, WindowBatch
-from compiled_opt.core.hookspecs import Register, hookimpl
-from compiled_opt.core.randomness import Draws
-from compiled_opt.plugins.aggregators import builtin_aggregators
+from compiled_opt.api import FEATURES, Draws, ModelBackend, Register, WindowBatch, builtin_aggregators, hookimpl
 
 
 class BootstrapBackend(ModelBackend):

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiled_opt.core.errors import UsageError
+from compiled_opt.api import OptionError, UsageError
 
 FILES = ("config.json", "model.safetensors")
 
@@ -26,31 +26,36 @@ def download_hint(repos: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class Weights:
     """One set of weights a backend needs: ``what`` it is (``"toto checkpoint"``), the ``name`` it was
-    given (a directory or a Hugging Face id) and the ``default`` id to suggest when ``name`` is not one."""
+    given (a directory or a Hugging Face id) in the backend's ``option``, and the ``default`` id to
+    suggest when ``name`` is not one."""
 
     what: str
     name: str
     default: str
+    option: str
 
 
 def locate(wanted: Sequence[Weights], files: Sequence[str] = FILES) -> list[Path]:
-    """The directory of each of ``wanted``, holding ``files``; else one ``UsageError`` naming every problem."""
-    found, problems, repos = [], [], []
+    """The directory of each of ``wanted``, holding ``files``; else one ``OptionError`` naming every problem
+    (against the first missing one's option)."""
+    found, problems, repos, options = [], [], [], []
     for weights in wanted:
         directory, repo = _directory(weights.name)
         if directory is None:
             problems.append(f"{weights.what} {weights.name!r} is neither a directory nor in the local Hugging Face"
                             " cache")
             repos.append(repo or weights.default)
+            options.append(weights.option)
             continue
         missing = [f for f in files if not (directory / f).is_file()]
         if missing:
             problems.append(f"{weights.what} directory {directory} has no {' and no '.join(missing)}")
+            options.append(weights.option)
         found.append(directory)
     if problems:
         hint = f"{download_hint(list(dict.fromkeys(repos)))}, or " if repos else ""
         where = "a directory" if len(wanted) == 1 else "directories"
-        raise UsageError(f"{'; '.join(problems)}: {hint}give {where} holding {' and '.join(files)}")
+        raise OptionError(f"{'; '.join(problems)}: {hint}give {where} holding {' and '.join(files)}", options[0])
     return found
 
 

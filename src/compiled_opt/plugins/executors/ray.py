@@ -1,14 +1,15 @@
 """``ray``: jobs on Ray actors, across the GPUs of one machine or the nodes of a cluster.
 
-One actor per worker slot: ``runtime.gpus_per_worker`` GPUs each (fractional: several actors share
-a GPU) when the runtime uses CUDA, else one CPU each. ``runtime.workers`` (0: as many as the
-cluster's GPUs, or CPUs, allow). Each actor loads every model once and runs many jobs. Finished
-trial batches stream back as they finish (each job is a Ray streaming generator), so the driver's
-progress and trial log stay live.
+Options (``[executor] options``): ``gpus_per_worker`` GPUs per actor (fractional: several actors
+share a GPU) when the runtime uses CUDA, else one CPU each; ``workers`` actors (0: as many as the
+cluster's GPUs, or CPUs, allow); ``address`` of a running cluster to join (or ``--ray-address``;
+empty starts a local Ray); ``max_retries`` per job whose actor died.
+
+Each actor loads every model once and runs many jobs. Finished trial batches stream back as they
+finish (each job is a Ray streaming generator), so the driver's progress and trial log stay live.
 An actor killed mid-job is restarted by Ray; its job goes to the next free actor, which replays the
 batches already streamed (the optimizer asks the same candidates again) and carries on, up to
-``ray.max_retries`` times. ``ray.address`` (or ``--ray-address``) joins a running cluster; empty
-starts a local Ray.
+``max_retries`` times.
 """
 
 from __future__ import annotations
@@ -22,11 +23,22 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from compiled_opt.core.errors import UsageError
-from compiled_opt.run.executor import Executor, JobDone, OnEvent, run_job
-from compiled_opt.store.records import TrialRow
-from compiled_opt.tuning.jobs import JobSpec, TrialBatch, WorkerSetup, logged_trials
-from compiled_opt.tuning.worker import Worker
+from compiled_opt.api import (
+    Executor,
+    JobDone,
+    JobSpec,
+    OnEvent,
+    OptionError,
+    Register,
+    TrialBatch,
+    TrialRow,
+    UsageError,
+    Worker,
+    WorkerSetup,
+    hookimpl,
+    logged_trials,
+    run_job,
+)
 
 INSTALL = "pip install 'compiled-opt[ray]'"
 
@@ -35,7 +47,7 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise UsageError(f"the ray executor needs Ray: {INSTALL}", "runtime.executor") from exc
+        raise UsageError(f"the ray executor needs Ray: {INSTALL}", "executor.name") from exc
     return ray
 
 
@@ -69,10 +81,19 @@ class _Actor:
 class RayExecutor(Executor):
     """See the module docstring."""
 
-    def start(self) -> None:
+    def __init__(self, workers: int = 0, gpus_per_worker: float = 1.0, address: str = "", max_retries: int = 2):
+        if workers < 0:
+            raise OptionError(f"must be 0 (one per GPU slot or CPU) or positive, not {workers}", "workers")
+        if not 0 < gpus_per_worker <= 64:
+            raise OptionError(f"must be above 0 and at most 64, not {gpus_per_worker}", "gpus_per_worker")
+        if max_retries < 0:
+            raise OptionError(f"must be 0 or positive, not {max_retries}", "max_retries")
+        self.workers, self.gpus_per_worker, self.address, self.max_retries = workers, gpus_per_worker, address, max_retries
+
+    def start(self, setup: WorkerSetup) -> None:
         ray = _ray()
 
-        rt, address = self.setup.runtime, self.config.ray.address
+        self.setup, rt, address = setup, setup.runtime, self.address
         if not ray.is_initialized():
             quiet = logging.getLogger("ray")  # its start-up notices are not the run's output
             level = quiet.level
@@ -84,9 +105,9 @@ class RayExecutor(Executor):
                 quiet.setLevel(level)
         resources = ray.cluster_resources()
         gpu = rt.device == "cuda" or (rt.device == "auto" and resources.get("GPU", 0) > 0)
-        per = {"num_gpus": rt.gpus_per_worker, "num_cpus": 1} if gpu else {"num_cpus": 1}
-        slots = int(resources.get("GPU", 0) / rt.gpus_per_worker) if gpu else int(resources.get("CPU", 1))
-        count = rt.workers or max(slots, 1)
+        per = {"num_gpus": self.gpus_per_worker, "num_cpus": 1} if gpu else {"num_cpus": 1}
+        slots = int(resources.get("GPU", 0) / self.gpus_per_worker) if gpu else int(resources.get("CPU", 1))
+        count = self.workers or max(slots, 1)
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(_Actor)
         self.actors = [actor_cls.options(**per).remote(self.setup) for _ in range(count)]
         try:
@@ -97,7 +118,8 @@ class RayExecutor(Executor):
         self.gpu = gpu
 
     def describe(self) -> str:
-        return f"ray ({len(self.actors)} workers on {self.devices[0]}{' (shared GPUs)' if self.gpu and self.setup.runtime.gpus_per_worker < 1 else ''})"
+        shared = " (shared GPUs)" if self.gpu and self.gpus_per_worker < 1 else ""
+        return f"ray ({len(self.actors)} workers on {self.devices[0]}{shared})"
 
     def pids(self) -> list[int]:
         """The actors' process ids (for tests that kill one)."""
@@ -122,7 +144,7 @@ class RayExecutor(Executor):
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                     del running[stream]
                     free.append(actor)  # Ray restarts it
-                    if attempt <= self.config.ray.max_retries:
+                    if attempt <= self.max_retries:
                         rows = [r for r in streamed.pop(job.job_id, []) if r.stage == job.stage]
                         pending.appendleft((dataclasses.replace(job, replay=job.replay + logged_trials(rows)),
                                             attempt + 1))
@@ -141,5 +163,10 @@ class RayExecutor(Executor):
         ray = _ray()
         for actor in getattr(self, "actors", []):
             ray.kill(actor)
-        if ray.is_initialized() and not self.config.ray.address:
+        if ray.is_initialized() and not self.address:
             ray.shutdown()
+
+
+@hookimpl
+def compiled_opt_register_executors(register: Register) -> None:
+    register("ray", RayExecutor)

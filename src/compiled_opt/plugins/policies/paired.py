@@ -22,10 +22,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as st
 
-from compiled_opt.core.evaluate import Evaluation
-from compiled_opt.core.hookspecs import Register, hookimpl
-from compiled_opt.core.stats import mc_standard_error, paired_differences, window_standard_error
-from compiled_opt.tuning.acceptance import Decision, Policy, improvement_text
+from compiled_opt.api import (
+    Decision,
+    Evaluation,
+    OptionError,
+    Policy,
+    Register,
+    hookimpl,
+    improvement_text,
+    mc_standard_error,
+    paired_differences,
+    window_standard_error,
+)
 
 SCOPES = ("runs", "windows")
 
@@ -70,11 +78,11 @@ class Paired(Policy):
 
     def __init__(self, scope: str = "runs", alpha: float = 0.05, min_effect: float = 0.0, confirm: bool = True):
         if scope not in SCOPES:
-            raise ValueError(f"scope must be 'runs' or 'windows', not {scope!r}")
+            raise OptionError(f"must be 'runs' or 'windows', not {scope!r}", "scope")
         if not 0 < alpha < 0.5:
-            raise ValueError(f"alpha must be between 0 and 0.5 (a one-sided level such as 0.05), not {alpha}")
+            raise OptionError(f"must be between 0 and 0.5 (a one-sided level such as 0.05), not {alpha}", "alpha")
         if not 0 <= min_effect < 1:
-            raise ValueError(f"min_effect must be a fraction in [0, 1) of the incumbent's MAE, not {min_effect}")
+            raise OptionError(f"must be a fraction in [0, 1) of the incumbent's MAE, not {min_effect}", "min_effect")
         self.scope, self.alpha, self.min_effect, self.confirm = scope, alpha, min_effect, bool(confirm)
 
     def decide(self, challenger: Evaluation, incumbent: Evaluation) -> Decision:

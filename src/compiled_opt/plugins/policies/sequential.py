@@ -18,11 +18,21 @@ from typing import Any
 
 from scipy import stats as st
 
-from compiled_opt.core.boundaries import SPENDING, Boundaries, boundaries, stage_runs, z_equivalent
-from compiled_opt.core.hookspecs import Register, hookimpl
-from compiled_opt.core.stats import paired_differences
+from compiled_opt.api import (
+    SPENDING,
+    Boundaries,
+    Decision,
+    OptionError,
+    Register,
+    StagedPolicy,
+    Stages,
+    boundaries,
+    hookimpl,
+    paired_differences,
+    stage_runs,
+    z_equivalent,
+)
 from compiled_opt.plugins.policies.paired import Paired, Test, runs_test
-from compiled_opt.tuning.acceptance import Decision, StagedPolicy, Stages
 
 
 class Sequential(Paired, StagedPolicy):
@@ -39,11 +49,11 @@ class Sequential(Paired, StagedPolicy):
                  spending: str = "pocock", futility: float = 0.1):
         super().__init__("runs", alpha, min_effect, confirm)
         if not isinstance(max_runs, int) or max_runs < 2:
-            raise ValueError(f"max_runs must be an integer of at least 2, not {max_runs!r}")
+            raise OptionError(f"must be an integer of at least 2, not {max_runs!r}", "max_runs")
         if spending not in SPENDING:
-            raise ValueError(f"spending must be one of {', '.join(map(repr, SPENDING))}, not {spending!r}")
+            raise OptionError(f"must be one of {', '.join(map(repr, SPENDING))}, not {spending!r}", "spending")
         if not 0 <= futility < 1:
-            raise ValueError(f"futility must be a conditional power in [0, 1), not {futility}")
+            raise OptionError(f"must be a conditional power in [0, 1), not {futility}", "futility")
         self.max_runs, self.spending, self.futility = max_runs, spending, float(futility)
 
     def decide_staged(self, stages: Stages) -> Decision:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from compiled_opt.core.evaluate import Evaluation
-from compiled_opt.core.hookspecs import Register, hookimpl
-from compiled_opt.tuning.acceptance import Decision, Policy, improvement_text, relative_improvement
+from compiled_opt.api import (
+    Decision,
+    Evaluation,
+    OptionError,
+    Policy,
+    Register,
+    hookimpl,
+    improvement_text,
+    relative_improvement,
+)
 
 
 class RelativeThreshold(Policy):
@@ -13,7 +20,7 @@ class RelativeThreshold(Policy):
 
     def __init__(self, threshold: float = 0.01, confirm: bool = False):
         if threshold < 0:
-            raise ValueError(f"threshold must be >= 0, not {threshold}")
+            raise OptionError(f"must be >= 0, not {threshold}", "threshold")
         self.threshold = threshold
         self.confirm = confirm
 

@@ -17,15 +17,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from compiled_opt.core.backend import FEATURES, ModelBackend, Runtime, WindowBatch
-from compiled_opt.core.errors import UsageError
-from compiled_opt.core.hookspecs import Register, hookimpl
-from compiled_opt.core.randomness import Draws
-from compiled_opt.plugins.aggregators import builtin_aggregators
+from compiled_opt.api import (
+    FEATURES,
+    Draws,
+    ModelBackend,
+    Register,
+    Runtime,
+    UsageError,
+    WindowBatch,
+    builtin_aggregators,
+    hookimpl,
+    pad_rows,
+    pad_to,
+    window_bucket,
+)
 from compiled_opt.plugins.backends.kronos import stages
 from compiled_opt.plugins.backends.kronos.checkpoint import write_random
 from compiled_opt.plugins.backends.weights import Weights, loading, locate
-from compiled_opt.run.fast import pad_rows, pad_to, window_bucket
 
 INSTALL_HINT = "pip install 'compiled-opt[kronos]'"
 DEFAULT_MODEL = "NeoQuasar/Kronos-small"
@@ -45,8 +53,8 @@ def import_kronos() -> Any:
 def load_modules(package: Any, model: str, tokenizer: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The tokenizer and the model through the package's own ``from_pretrained``, each from a directory
     or, offline, the Hugging Face cache; whatever is missing of either is reported at once."""
-    tokenizer_dir, model_dir = locate([Weights("kronos tokenizer", tokenizer, DEFAULT_TOKENIZER),
-                                       Weights("kronos model", model, DEFAULT_MODEL)])
+    tokenizer_dir, model_dir = locate([Weights("kronos tokenizer", tokenizer, DEFAULT_TOKENIZER, "tokenizer"),
+                                       Weights("kronos model", model, DEFAULT_MODEL, "model")])
     loaded = []
     for cls, directory, what in ((package.KronosTokenizer, tokenizer_dir, "kronos tokenizer"),
                                  (package.Kronos, model_dir, "kronos model")):

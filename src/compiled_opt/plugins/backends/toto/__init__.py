@@ -21,16 +21,23 @@ from typing import Any
 
 import torch
 
-from compiled_opt.core.aggregate import Aggregator
-from compiled_opt.core.backend import FEATURES, ModelBackend, Runtime, WindowBatch
-from compiled_opt.core.errors import UsageError
-from compiled_opt.core.hookspecs import Register, hookimpl
-from compiled_opt.core.randomness import Draws
-from compiled_opt.plugins.aggregators import builtin_aggregators
+from compiled_opt.api import (
+    FEATURES,
+    Aggregator,
+    Draws,
+    ModelBackend,
+    Register,
+    Runtime,
+    UsageError,
+    WindowBatch,
+    builtin_aggregators,
+    hookimpl,
+    pad_rows,
+    window_bucket,
+)
 from compiled_opt.plugins.backends.toto.checkpoint import write_random
 from compiled_opt.plugins.backends.toto.distribution import StudentTMixture
 from compiled_opt.plugins.backends.weights import Weights, loading, locate
-from compiled_opt.run.fast import pad_rows, window_bucket
 
 DEFAULT_CHECKPOINT = "Datadog/Toto-Open-Base-1.0"
 INSTALL = "pip install --no-deps toto-ts==0.2.0 && pip install 'compiled-opt[toto]'"
@@ -60,7 +67,7 @@ def load_model(checkpoint: str, device: str = "cpu") -> torch.nn.Module:
     ``proxies`` and ``resume_download`` arguments they no longer pass.
     """
     cls = toto_class()
-    (directory,) = locate([Weights("toto checkpoint", checkpoint, DEFAULT_CHECKPOINT)])
+    (directory,) = locate([Weights("toto checkpoint", checkpoint, DEFAULT_CHECKPOINT, "checkpoint")])
     with loading("Toto checkpoint", directory):
         model = cls.load_from_checkpoint(
             str(directory), map_location=device, strict=False, use_memory_efficient_attention=False

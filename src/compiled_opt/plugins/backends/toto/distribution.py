@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from scipy import special
 
-from compiled_opt.core.aggregate import Aggregator
-from compiled_opt.core.randomness import Draws
+from compiled_opt.api import Aggregator, Draws
 
 SOLVER_STEPS = 100
 
