@@ -34,6 +34,7 @@ from compiled_opt.plugins.executors.local import LocalExecutor
 from compiled_opt.run.console import Console
 from compiled_opt.run.driver import Run
 from compiled_opt.run.executor import Executor
+from compiled_opt.store.records import JobId
 from compiled_opt.tuning.jobs import TrialBatch
 
 from market import MARKET
@@ -98,9 +99,9 @@ class Replay(Executor):
     @staticmethod
     def renamed(event, job):
         if isinstance(event, TrialBatch):
-            rows = [dataclasses.replace(r, job=job.job_id, symbol=job.symbol, run_id=job.run_id) for r in event.rows]
-            return dataclasses.replace(event, job_id=job.job_id, rows=rows)
-        return dataclasses.replace(event, job_id=job.job_id, result=dataclasses.replace(event.result, job_id=job.job_id))
+            rows = [dataclasses.replace(r, symbol=job.symbol, run_id=job.run_id) for r in event.rows]
+            return dataclasses.replace(event, job=job.job_id, rows=rows)
+        return dataclasses.replace(event, job=job.job_id)
 
 
 def absorb(root: Path, count: int, trials: int) -> dict:
@@ -165,7 +166,7 @@ def scaling(root: Path, count: int, workers: int, windows: int, samples: int, tr
         start = time.perf_counter()
         outcomes = run.execute()
         times[name] = time.perf_counter() - start
-        assert all(o.status != "failed" for o in outcomes)
+        assert not any(isinstance(o, JobId) for o in outcomes)  # a failed job's result is its id
     return {"cpu_symbols": count, "cpu_workers": workers, "cpu_windows": windows, "cpu_samples": samples,
             "cpu_trials": trials, "local_s": times["local"], "ray_s": times["ray"],
             "ray_speedup": times["local"] / times["ray"], "ray_start_s": started["ray"],

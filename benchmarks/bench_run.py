@@ -266,6 +266,7 @@ def child(args: argparse.Namespace) -> dict:
     from compiled_opt.run.console import Console
     from compiled_opt.run.driver import Run
     from compiled_opt.run.fast import compiles
+    from compiled_opt.store.records import JobId
     from compiled_opt.store.stores import read_trials
     from compiled_opt.tuning import search
 
@@ -292,10 +293,10 @@ def child(args: argparse.Namespace) -> dict:
     searched = end - clock.first_encode
     split = {"startup": clock.first_encode - T0, **clock.totals}
     split["engine"] = searched - sum(clock.totals.values())
-    spec = next(iter(run.models.values()))
+    spec = next(iter(run.plan.models.values()))
     result = {
         "backend": name, "device": args.device, "mode": config.runtime.mode,
-        "torch_threads": torch.get_num_threads(), "failed_jobs": sum(o.status == "failed" for o in outcomes),
+        "torch_threads": torch.get_num_threads(), "failed_jobs": sum(isinstance(o, JobId) for o in outcomes),
         "trials_scored": len(rows), "trials_cached": sum(r.cached for r in rows), "wall_s": end - T0,
         "split_s": split, "per_trial_ms": 1e3 * searched / max(len(rows), 1), "compiles": compiles(),
     }
@@ -303,7 +304,7 @@ def child(args: argparse.Namespace) -> dict:
         from compiled_opt.tuning.models import resolve_runtime
 
         runtime = resolve_runtime(config.runtime, "bench_run")
-        result |= seed_loop(name, spec, runtime, args.loop_calls, run.series, config.search.trials,
+        result |= seed_loop(name, spec, runtime, args.loop_calls, run.plan.series, config.search.trials,
                             config.evaluation.eval_runs)
         result["seed_loop_over_run"] = result["seed_loop_s"] / result["wall_s"]
     return result

@@ -93,7 +93,7 @@ def run_design(full: Path, visible: Path, work: Path, seed: int, hidden: int, **
     rows = []
     for r in results:
         rec = store.load(r.model, r.symbol)  # a first run: the reference re-scored at decision time is the defaults
-        defaults_val = rec.previous["rescored_validation"][rec.validation.metric]
+        defaults_val = rec.previous.rescored_validation.mae
         rows.append({"symbol": r.symbol, "validation_change": rec.validation.mae / defaults_val - 1,
                      "hidden_change": r.oos.change, "changed": rec.status != "kept defaults"})
     return rows

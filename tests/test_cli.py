@@ -37,7 +37,7 @@ def test_run_stores_configs_and_then_judges_the_incumbent(tmp_path, market_dir, 
     run_id = next((tmp_path / "runs").iterdir()).name
     assert f"Run {run_id}" in out and str(tmp_path / "runs" / run_id) in out  # the run id and paths are printed
     rec = record(tmp_path, "APP")
-    assert rec["schema_version"] == 2 and rec["status"] in ("tuned", "kept defaults")
+    assert rec["schema_version"] == 3 and rec["status"] in ("tuned", "kept defaults")
     assert len(rec["validation"]["per_run"]) == 3 and rec["validation"]["num_predictions"] == 90
     assert rec["validation"]["skill"] == pytest.approx(1 - rec["validation"]["pct_return_mae"] / rec["validation"]["naive_mae"])
     oos = rec["out_of_sample"]
@@ -56,7 +56,7 @@ def test_run_stores_configs_and_then_judges_the_incumbent(tmp_path, market_dir, 
     assert "Reference: stored config" in out and "Reference : MAE" in out
     summary = out[out.index("Symbol"):]
     assert "APP" in summary and " of 1 symbols" in summary
-    kept = "no improvement" in summary
+    kept = "kept " in summary
     assert kept == ("NOT updating config" in out)
     if kept:  # a kept config's test MAE and skill are in the summary all the same
         row = next(line for line in summary.splitlines() if line.startswith("APP"))
@@ -77,7 +77,7 @@ def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, ca
     assert main(["run", str(config), "--symbols", "APP", "--force"]) == 0
     assert "UPDATING config: forced (--force)" in capsys.readouterr().out
     rec = record(tmp_path, "APP")
-    assert rec["status"] == "forced" and rec["decision"]["forced"] is True and rec["metadata"]["generation"] == 2
+    assert rec["status"] == "forced" and rec["decision"]["accepted"] is False and rec["metadata"]["generation"] == 2
 
 
 @pytest.mark.parametrize("edit, where", [
@@ -206,7 +206,7 @@ def test_a_failing_backend_fails_only_its_symbol(tmp_path, market_dir, capsys, f
     summary = out[out.index("Symbol"):]
     status = {line.split()[0]: line.split()[2] for line in summary.splitlines()[1:4]}
     assert status == {"APP": status["APP"], "NU": "failed", "ARM": status["ARM"]}
-    assert {status["APP"], status["ARM"]} <= {"improved", "forced"} and "failed: 1" in summary
+    assert {status["APP"], status["ARM"]} <= {"tuned", "forced"} and "failed: 1" in summary
     errors = next((tmp_path / "runs").glob("*/errors.log"))
     assert newest_run(tmp_path) == errors.parent and "Traceback" in errors.read_text()
 
@@ -236,7 +236,7 @@ def test_an_optimizer_that_raises_fails_only_its_job(tmp_path, market_dir, capsy
     monkeypatch.setattr(search._Optimizer, "ask", ask)
     assert main(["run", str(config)]) == 1
     out = capsys.readouterr().out
-    assert "FAILED NU/bootstrap: ValueError: optimizer state corrupted" in out and "new: 1" in out
+    assert "FAILED NU/bootstrap: ValueError: optimizer state corrupted" in out and "failed: 1" in out
     assert (tmp_path / "hyperparams" / "bootstrap" / "APP.json").exists()
     assert not (tmp_path / "hyperparams" / "bootstrap" / "NU.json").exists()
 
@@ -246,7 +246,7 @@ def test_an_unwritable_config_file_fails_only_its_symbol(tmp_path, market_dir, c
     (tmp_path / "hyperparams" / "bootstrap" / "NU.json").mkdir(parents=True)  # in the way of the file
     assert main(["run", str(config)]) == 1
     out = capsys.readouterr().out
-    assert "FAILED NU/bootstrap: IsADirectoryError" in out and "new: 1" in out
+    assert "FAILED NU/bootstrap: IsADirectoryError" in out and "failed: 1" in out
     assert (tmp_path / "hyperparams" / "bootstrap" / "APP.json").is_file()
 
 
@@ -379,8 +379,8 @@ def test_a_change_below_the_evaluations_resolution_is_flagged(tmp_path, market_d
             flagged += 1
             assert rec["decision"]["below_resolution"] is True
             assert "below the evaluation's resolution" in rec["decision"]["reason"]
-            assert rec["decision"]["stats"]["resolution_se"] == max(rec["validation"]["sem"],
-                                                                    rec["previous"]["rescored_validation"]["sem"])
+            assert rec["decision"]["resolution_se"] == max(rec["validation"]["sem"],
+                                                           rec["previous"]["rescored_validation"]["sem"])
     assert out.count("(below resolution)") == flagged
 
 

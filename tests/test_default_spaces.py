@@ -43,5 +43,5 @@ def test_a_100_trial_search_explores_the_default_space(backend, tmp_path, market
         assert len(params) >= 100
         for name in many_valued(space):
             assert len({p[name] for p in params}) >= 10, (backend, symbol, name)
-        recommendations.append(store.load("m", symbol).search["challenger"])
+        recommendations.append(store.load("m", symbol).search.challenger)
     assert recommendations[0] != recommendations[1]

@@ -11,8 +11,8 @@ from conftest import write_config
 
 from compiled_opt.commands.cli import main
 from compiled_opt.core.evaluate import Evaluation
-from compiled_opt.store.records import RunState
-from compiled_opt.store.stores import read_trials
+from compiled_opt.store.records import JobId
+from compiled_opt.store.stores import RunDir, read_trials
 from compiled_opt.tuning.worker import pooled_gate
 
 
@@ -23,17 +23,16 @@ def test_pooled_stage_runs_first_and_symbols_start_from_it(tmp_path, market_dir,
     out = capsys.readouterr().out
     assert out.index("Pooled stage pooled/bootstrap") < out.index("Optimizing bootstrap (backend bootstrap) for APP")
     run = next((tmp_path / "runs").iterdir())
-    state = RunState.from_json(json.loads((run / "run.json").read_text()), "run.json")
-    pooled = state.pooled["bootstrap"]["config"]
+    pooled = RunDir(run.parent, run.name).load_outcomes()[JobId("bootstrap")].config
     rows = read_trials(run)
-    assert {r.stage for r in rows if r.job == "pooled/bootstrap"} == {"pooled"}
-    assert sum(r.job == "pooled/bootstrap" for r in rows) == 8
+    assert {r.stage for r in rows if r.job == JobId("bootstrap")} == {"pooled"}
+    assert sum(r.job == JobId("bootstrap") for r in rows) == 8
     # a pooled trial scores every symbol's validation windows: 3 symbols x 30 windows x 3 runs
     assert {len(r.per_run) for r in rows if r.stage == "pooled"} == {3}
     for symbol in ("APP", "NU", "ARM"):
         rec = json.loads((tmp_path / "hyperparams" / "bootstrap" / f"{symbol}.json").read_text())
         assert rec["search"]["pooled_config"] == pooled
-        first = next(r for r in rows if r.job == f"{symbol}/bootstrap" and r.trial == 0)
+        first = next(r for r in rows if r.job == JobId("bootstrap", symbol) and r.trial == 0)
         assert json.loads(first.params) == pooled  # the pooled config is each symbol's first candidate
         if rec["status"] == "tuned":  # its own config beat the pooled one in the gate
             gate = rec["decision"]["pooled_gate"]
@@ -55,11 +54,11 @@ def test_the_gate_is_a_one_sided_paired_t_test_over_windows():
     own = pooled - 0.002 + rng.normal(0, 0.003, 40)
     gate = pooled_gate(evaluation(own), evaluation(pooled), 0.05)
     reference = stats.ttest_rel(pooled, own, alternative="greater")
-    assert gate["p_value"] == pytest.approx(reference.pvalue, rel=1e-10)
-    assert gate["statistic"] == pytest.approx(reference.statistic, rel=1e-10) and gate["df"] == 39
-    assert gate["accept"] == (reference.pvalue < 0.05)
+    assert gate.p_value == pytest.approx(reference.pvalue, rel=1e-10)
+    assert gate.statistic == pytest.approx(reference.statistic, rel=1e-10) and gate.df == 39
+    assert gate.accept == (reference.pvalue < 0.05)
     worse = pooled_gate(evaluation(pooled + 0.001), evaluation(pooled), 0.05)
-    assert not worse["accept"] and worse["p_value"] == 1.0  # worse on every window: no spread, never better
+    assert not worse.accept and worse.p_value == 1.0  # worse on every window: no spread, never better
 
 
 def test_false_gate_acceptances_happen_at_the_level_alpha():
@@ -69,6 +68,6 @@ def test_false_gate_acceptances_happen_at_the_level_alpha():
     for _ in range(2000):
         level = rng.uniform(0.01, 0.03, 30)
         own, pooled = level + rng.normal(0, 0.002, 30), level + rng.normal(0, 0.002, 30)
-        accepted.append(pooled_gate(evaluation(own), evaluation(pooled), 0.05)["accept"])
+        accepted.append(pooled_gate(evaluation(own), evaluation(pooled), 0.05).accept)
     rate = np.mean(accepted)
     assert abs(rate - 0.05) < 3 * np.sqrt(0.05 * 0.95 / 2000)

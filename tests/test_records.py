@@ -10,7 +10,7 @@ from conftest import write_config
 
 from compiled_opt.commands.cli import main
 from compiled_opt.core.errors import UsageError
-from compiled_opt.store.records import SCHEMA_VERSION, RunState, StoredRecord
+from compiled_opt.store.records import SCHEMA_VERSION, JobId, Progress, RunState, StoredRecord
 from compiled_opt.store.stores import ConfigStore, read_trials
 
 
@@ -52,7 +52,9 @@ def test_records_round_trip_through_json(stored_root):
     assert StoredRecord.from_json(payload, "x") == record
     run = next((stored_root / "runs").iterdir())
     state = RunState.from_json(json.loads((run / "run.json").read_text()), "run.json")
-    assert set(state.jobs) == {"APP/bootstrap", "NU/bootstrap"} and state.jobs["NU/bootstrap"].state == "done"
+    assert set(state.jobs) == {JobId("bootstrap", "APP"), JobId("bootstrap", "NU")}
+    assert state.jobs[JobId("bootstrap", "NU")].progress is Progress.DONE
+    assert RunState.from_json(json.loads(json.dumps(state.to_json())), "x") == state
     assert {r.schema_version for r in read_trials(run)} == {SCHEMA_VERSION}
 
 
@@ -111,3 +113,37 @@ def test_stored_files_are_readable_by_other_users(stored_root):
     """Trading code often runs as another user: files get the umask's mode, not mkstemp's 0600."""
     for path in (stored_root / "hyperparams").rglob("*.json"):
         assert path.stat().st_mode & 0o044 == 0o044, path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["validation"]["per_run"].__setitem__(1, "abc"), "validation.per_run[1]: expected a number, got str 'abc'"),
+    (lambda p: p.__setitem__("status", "nope"), "status: unknown value 'nope'; allowed: tuned, pooled"),
+    (lambda p: p.__setitem__("status", "kept"), "status: 'kept' is not the status of a stored config"),
+    (lambda p: p.__setitem__("config", "x"), "config: expected an object, got str 'x'"),
+    (lambda p: p["metadata"].__setitem__("generation", "2"), "metadata.generation: expected an integer, got str '2'"),
+    (lambda p: p["decision"].pop("reason"), "decision.reason: missing"),
+    (lambda p: p.__setitem__("test", []), "test: expected an object, got list []"),
+    (lambda p: p["windows"].__setitem__("test_rows", [1]), "windows.test_rows: expected 2 values, got 1"),
+])
+def test_a_damaged_record_is_one_line_naming_the_key(stored_root, change, message):
+    payload = json.loads((stored_root / "hyperparams" / "bootstrap" / "APP.json").read_text())
+    change(payload)
+    with pytest.raises(UsageError) as e:
+        StoredRecord.from_json(payload, "x.json")
+    assert str(e.value) == f"x.json: {message}" or str(e.value).startswith(f"x.json: {message}")
+    assert "\n" not in str(e.value)
+
+
+def test_a_version_2_record_is_read(stored_root):
+    """compiled-opt 0.2 kept the resolution in the policy's stats and a few values twice."""
+    payload = json.loads((stored_root / "hyperparams" / "bootstrap" / "APP.json").read_text())
+    decision = payload["decision"]
+    v2 = {**payload, "schema_version": 2, "eval_runs": 3,
+          "decision": {**{k: v for k, v in decision.items() if k != "resolution_se"}, "forced": False,
+                       "stats": {**decision["stats"], "resolution_se": decision["resolution_se"],
+                                 "below_resolution": decision["below_resolution"]}},
+          "previous": {**payload["previous"], "stored_validation_mae": None}}
+    record = StoredRecord.from_json(v2, "v2.json")
+    current = StoredRecord.from_json(payload, "v3.json")
+    assert record.decision == current.decision and record.previous == current.previous
+    assert record.schema_version == 2 and record.config == current.config

@@ -105,7 +105,8 @@ def test_text_from_the_run_is_escaped(run, tmp_path):
 
 
 def test_a_run_that_kept_the_stored_configs(run, tmp_path, capsys):
-    """A second run with a threshold nothing passes writes no record: its jobs come from the trial log."""
+    """A second run with a threshold nothing passes writes no record: its report shows the decisions and test
+    figures all the same, from the run folder."""
     for folder in ("hyperparams", "runs"):  # a copy: the other tests keep reporting the first run
         shutil.copytree(run.parent / folder, tmp_path / folder)
     config = tmp_path / "compiled_opt.toml"
@@ -116,11 +117,10 @@ def test_a_run_that_kept_the_stored_configs(run, tmp_path, capsys):
     assert main(["report", str(config), "--out", str(out)]) == 0
     page = parse(out)
     text = " ".join(page.text)
-    assert set(page.images) == {"search trace of APP/bootstrap", "search trace of NU/bootstrap",
-                                "seconds per trial per job"}
-    assert text.count("This run wrote no record for this job (no improvement)") == 2
-    first = sorted(p.name for p in (tmp_path / "runs").iterdir())[0]
-    assert f"the config stored by run {first}" in text
+    assert {"search trace of APP/bootstrap", "search trace of NU/bootstrap", "seconds per trial per job",
+            "validation vs test skill per symbol"} <= set(page.images)
+    assert text.count("rejected  by  relative_threshold : Insufficient improvement") == 2
+    assert text.count("the config stored earlier stays") == 2
     stored = json.loads((tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_text())
     assert f"lookback {stored['config']['lookback']} " in " ".join(t.strip() for t in page.text if t.strip())
 
@@ -146,8 +146,9 @@ def test_the_pooled_stage_has_its_own_section(tmp_path, market_dir):
     page = parse(out)
     assert {"search trace of pooled/bootstrap", "search trace of APP/bootstrap"} <= set(page.images)
     assert "job-pooled-bootstrap" in page.ids and "pooled stage · bootstrap" in " ".join(page.text)
-    state = json.loads(next((tmp_path / "runs").glob("*/run.json")).read_text())
-    assert state["pooled"]["bootstrap"]["reason"] in " ".join(page.text)
+    outcomes = json.loads(next((tmp_path / "runs").glob("*/outcomes/part-*.json")).read_text())["outcomes"]
+    pooled = next(o for o in outcomes if o["job"]["symbol"] is None)
+    assert pooled["decision"]["reason"] in " ".join(page.text)
 
 
 def test_an_unknown_run_is_a_usage_error(run, capsys):

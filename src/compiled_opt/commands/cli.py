@@ -128,11 +128,12 @@ def _run(args: argparse.Namespace) -> int:
     from compiled_opt.core.config import load_config
     from compiled_opt.run.console import Console
     from compiled_opt.run.driver import Run
+    from compiled_opt.store.records import JobId
 
     console = Console(level=args.log_level, json_summary=args.json)
     config = load_config(args.config, _overrides(args))
-    outcomes = Run(config, console=console, resume=args.resume, debug=args.log_level == "debug").execute()
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    results = Run(config, console=console, resume=args.resume, debug=args.log_level == "debug").execute()
+    return 1 if any(isinstance(r, JobId) for r in results) else 0  # a failed job's result is its id
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from compiled_opt.core.errors import UsageError
 from compiled_opt.core.randomness import derive_seeds
 from compiled_opt.core.registry import Plugins
 from compiled_opt.run.console import Console, out_of_sample_line
-from compiled_opt.run.driver import load_symbols
+from compiled_opt.run.plan import load_symbols
 from compiled_opt.store.records import OutOfSample
 from compiled_opt.store.stores import ConfigStore
 from compiled_opt.tuning.jobs import WorkerSetup

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from compiled_opt.core.errors import UsageError, did_you_mean
-from compiled_opt.store.records import STATUSES, StoredRecord
+from compiled_opt.store.records import Status, StoredRecord
 from compiled_opt.store.stores import BEST, ConfigStore
 
 BEST_MARK = "*"
@@ -55,9 +55,9 @@ class StoredRow:
                    status=record.status, validation_mae=record.validation.mae, test_mae=record.test.mae,
                    validation_skill=record.validation.skill, test_skill=record.test.skill,
                    test_vs_defaults=oos.change if oos else None,
-                   test_vs_defaults_se=oos.se / oos.defaults_mae if oos and oos.defaults_mae else None,
-                   config=record.config, created_at=record.metadata.get("created_at"),
-                   policy=record.decision.get("policy"), run_id=record.metadata.get("run_id"),
+                   test_vs_defaults_se=oos.relative_se if oos else None,
+                   config=record.config, created_at=record.metadata.created_at,
+                   policy=record.decision.policy if record.decision else None, run_id=record.metadata.run_id,
                    schema_version=record.schema_version)
 
 
@@ -112,7 +112,7 @@ def print_table(rows: Sequence[StoredRow], store: ConfigStore, stream: TextIO) -
         table.add_row(*map(escape, cells))
     notes = [f"{BEST_MARK}: the best/ choice for the symbol (lowest validation MAE across models). Test vs defaults:"
              " negative is lower error than the model's defaults; skill = 1 - MAE / naive MAE."]
-    notes += [f"{status}: {STATUSES.get(status, '')}" for status in sorted({r.status for r in rows})]
+    notes += [f"{status}: {Status(status).meaning}" for status in sorted({r.status for r in rows})]
     if terminal:
         out = Console(file=stream, highlight=False)
         out.print(table)

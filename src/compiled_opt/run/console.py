@@ -11,7 +11,6 @@ import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 import numpy as np
@@ -20,7 +19,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from compiled_opt.core.evaluate import Evaluation
+from compiled_opt.store.records import JobId, JobOutcome, Metrics, ReferenceKind, RunState, Stage, Status
+from compiled_opt.tuning.jobs import JobSpec, TrialBatch
 
 LEVELS = ("debug", "info", "warning")
 RULE = "═" * 72
@@ -28,36 +28,11 @@ RULE = "═" * 72
 DECISION_KEYS = ("incumbent_mean", "challenger_mean", "mean_difference", "se_difference", "statistic", "df",
                  "p_value", "mc_se", "window_se", "relative_improvement", "threshold", "resolution_se", "runs_spent",
                  "stopped", "stage_summary")
-STATUSES = ("improved", "new", "pooled", "forced", "kept defaults", "no improvement", "failed")
 
 
 def se_reduction(runs: int) -> float:
     """How much N runs shrink the Monte Carlo standard error of a mean versus one run: 1 - 1/sqrt(N)."""
     return 1 - 1 / math.sqrt(runs)
-
-
-@dataclass
-class Outcome:
-    """One (symbol, model) line of the summary. ``improvement`` is on validation (positive: better);
-    ``test_change`` is the test MAE's relative change against the model's defaults (negative: better)."""
-
-    symbol: str
-    model: str
-    status: str
-    mae: float | None = None
-    previous: float | None = None
-    test_mae: float | None = None
-    test_change: float | None = None
-    test_se: float | None = None
-    skill: float | None = None
-    below_resolution: bool = False
-    detail: str = ""
-
-    @property
-    def improvement(self) -> float | None:
-        if self.mae is None or not self.previous:
-            return None
-        return (self.previous - self.mae) / self.previous
 
 
 def out_of_sample_line(changes: Sequence[float | None], label: str = "test MAE") -> str | None:
@@ -100,7 +75,7 @@ class Console:
         self.line(f"Run {run_dir.run_id}{' (resumed)' if resumed else ''}: executor {executor}")
         self.line(f"  stored configs: {config.output.directory}/<model>/<SYMBOL>.json; run log: {run_dir.path}/")
 
-    def start_jobs(self, jobs: Sequence[Any]) -> None:
+    def start_jobs(self, jobs: Sequence[JobSpec]) -> None:
         self.totals = {j.job_id: j.search.trials for j in jobs}
         self.best: dict[str, float] = {}
         self.done_trials: dict[str, int] = {}
@@ -116,69 +91,69 @@ class Console:
             self.progress.stop()
             self.progress = None
 
-    def batch(self, event: Any) -> None:
+    def batch(self, event: TrialBatch) -> None:
         scores = [r.score for r in event.rows if r.score is not None]
         if scores:
-            self.best[event.job_id] = min(self.best.get(event.job_id, math.inf), min(scores))
-        done = self.done_trials[event.job_id] = self.done_trials.get(event.job_id, 0) + len(event.rows)
+            self.best[event.job] = min(self.best.get(event.job, math.inf), min(scores))
+        done = self.done_trials[event.job] = self.done_trials.get(event.job, 0) + len(event.rows)
         if self.progress is not None:
             self.progress.update(self.task, advance=len(event.rows))
         failed = sum(r.score is None for r in event.rows)
         secs = sum(r.latency_s for r in event.rows) / len(event.rows)
-        self.line(f"  {event.job_id}: {done}/{self.totals.get(event.job_id, done)} trials | best so far "
-                  f"{self.best.get(event.job_id, math.nan):.6f} | {secs:.4f} s/trial"
+        self.line(f"  {event.job}: {done}/{self.totals.get(event.job, done)} trials | best so far "
+                  f"{self.best.get(event.job, math.nan):.6f} | {secs:.4f} s/trial"
                   + (f" | {failed} failed" if failed else ""), level="debug")
 
-    def pooled_done(self, result: Any, chosen: Mapping[str, Any]) -> None:
-        what = "pooled config" if result.decision.accept else "model defaults kept as the pooled config"
-        self.line(f"Pooled stage {result.job_id}: {what} {dict(chosen)}: {result.decision.reason}")
+    def job_failed(self, job: JobId, error: str, trace: str) -> None:
+        self.line(f"FAILED {job}: {error}", level="warning")
+        if trace:
+            self.line(trace, level="warning")
 
-    def job_done(self, job: Any, result: Any, outcome: Outcome, error: str, trace: str) -> None:
-        if error:
-            self.line(f"FAILED {job.job_id}: {error}", level="warning")
-            if trace:
-                self.line(trace, level="warning")
-            return
+    def job_done(self, job: JobSpec, done: JobOutcome) -> None:
         if self.level > LEVELS.index("info"):
             return
-        self._job_block(job, result, outcome)
+        if job.stage is Stage.POOLED:
+            what = "pooled config" if done.status is Status.POOLED else "model defaults kept as the pooled config"
+            self.line(f"Pooled stage {job.job_id}: {what} {dict(done.config)}: {done.decision.reason}")
+            return
+        self._job_block(job, done)
 
-    def _job_block(self, job: Any, result: Any, outcome: Outcome) -> None:
-        runs = len(job.seeds.search)
+    def _job_block(self, job: JobSpec, done: JobOutcome) -> None:
+        runs, search = len(job.seeds.search), done.search
         self.line(RULE)
         self.line(f"Optimizing {job.model} (backend {job.backend}) for {job.symbol}")
-        self.line(f"Trials: {result.trials} | Validation samples: {len(job.validation[0])} | "
+        self.line(f"Trials: {search.trials} | Validation samples: {len(job.validation[0])} | "
                   f"Test samples: {len(job.test[0])}")
-        if result.challenger_val.exact:
+        if done.challenger_validation.exact:
             self.line("Eval runs per config: 1 (exact aggregates from the predictive distribution: no Monte Carlo"
                       " noise)")
         else:
             self.line(f"Eval runs per config: {runs} (Monte Carlo standard error {100 * se_reduction(runs):.0f}% "
                       f"lower than one run: 1 - 1/sqrt({runs}))")
-        self.line(f"Search: {result.method} | Acceptance policy: {job.policy} | Reference: "
-                  f"{'stored config' if job.reference_kind == 'stored' else 'model defaults'}")
+        self.line(f"Search: {search.method} | Acceptance policy: {job.policy} | Reference: "
+                  f"{'stored config' if job.reference_kind is ReferenceKind.STORED else 'model defaults'}")
         self.line(RULE)
-        extra = ", ".join(f"{n} {w}" for n, w in ((result.cached, "cached"), (result.failed, "failed")) if n)
-        self.line(f"  Scored {result.trials} trials{f' ({extra})' if extra else ''}; recommendation: "
-                  f"{result.challenger}")
-        if result.gate:
-            g = result.gate
-            self.line(f"  Against the pooled config: p={g['p_value']:.3g} ({'kept own' if g['accept'] else 'pooled'})")
-        self.evaluation("Reference ", result.reference_val)
-        self.evaluation("Challenger", result.challenger_val)
-        accept = outcome.status in ("improved", "new", "pooled", "forced")
-        self.decision(accept, result.decision.reason if outcome.status != "forced"
-                      else f"forced (--force); {result.decision.reason}", result.decision.stats)
-        kept = "stored" if accept else "kept"
-        self.line(f"  Test (never used to choose), {kept} config: MAE {outcome.test_mae:.6f}, skill "
-                  f"{outcome.skill:+.4f} against the naive forecast; vs the model's defaults "
-                  f"{100 * outcome.test_change:+.2f}% (SE {100 * outcome.test_se:.2f}%)")
+        extra = ", ".join(f"{n} {w}" for n, w in ((search.cached, "cached"), (search.failed, "failed")) if n)
+        self.line(f"  Scored {search.trials} trials{f' ({extra})' if extra else ''}; recommendation: "
+                  f"{search.challenger}")
+        gate = done.decision.pooled_gate
+        if gate:
+            self.line(f"  Against the pooled config: p={gate.p_value:.3g} ({'kept own' if gate.accept else 'pooled'})")
+        self.evaluation("Reference ", done.reference_validation)
+        self.evaluation("Challenger", done.challenger_validation)
+        reason = done.decision.reason
+        self.decision(done.replaced, reason if done.status is not Status.FORCED else f"forced (--force); {reason}",
+                      {**done.decision.stats, "resolution_se": done.decision.resolution_se})
+        oos = done.out_of_sample
+        self.line(f"  Test (never used to choose), {'stored' if done.replaced else 'kept'} config: MAE "
+                  f"{oos.config_mae:.6f}, skill {oos.skill:+.4f} against the naive forecast; vs the model's defaults "
+                  f"{100 * oos.change:+.2f}% (SE {100 * oos.relative_se:.2f}%)")
 
-    def evaluation(self, label: str, ev: Evaluation) -> None:
-        spread = ("exact: no Monte Carlo spread" if ev.exact else
-                  f"Monte Carlo sd {ev.std:.6f}, sem {ev.sem:.6f} over {ev.runs} runs")
-        self.line(f"  {label}: MAE {ev.mean:.6f} ({spread}; window-to-window sd {ev.window_sd:.6f}, "
-                  f"sem {ev.window_sem:.6f})")
+    def evaluation(self, label: str, m: Metrics) -> None:
+        spread = ("exact: no Monte Carlo spread" if m.exact else
+                  f"Monte Carlo sd {m.std:.6f}, sem {m.sem:.6f} over {m.runs} runs")
+        self.line(f"  {label}: MAE {m.mae:.6f} ({spread}; window-to-window sd {m.window_sd:.6f}, "
+                  f"sem {m.window_sem:.6f})")
 
     def decision(self, accept: bool, reason: str, stats: Mapping[str, Any]) -> None:
         self.line(f"  {'UPDATING' if accept else 'NOT updating'} config: {reason}")
@@ -191,36 +166,50 @@ class Console:
     def table(self, table: Table) -> None:
         self.out.print(table)
 
-    def summary(self, outcomes: Sequence[Outcome], run_dir: Any) -> None:
+    def summary(self, results: Sequence[JobOutcome | JobId], state: RunState, run_dir: Any) -> None:
+        """The run's table, one row per (symbol, model) job (a failed job: its id), and the lines across them."""
+        rows = [summary_row(r, state) for r in results]
+        line = out_of_sample_line([r["test_change"] for r in rows])
         if self.json_summary:
-            print(json.dumps({"run_id": run_dir.run_id, "run_dir": str(run_dir.path),
-                              "jobs": [asdict(o) | {"improvement": o.improvement} for o in outcomes],
-                              "out_of_sample": out_of_sample_line([o.test_change for o in outcomes])}),
-                  file=self.stream or sys.stdout)
+            print(json.dumps({"run_id": run_dir.run_id, "run_dir": str(run_dir.path), "jobs": rows,
+                              "out_of_sample": line}), file=self.stream or sys.stdout)
             return
         table = Table(title=f"Run {run_dir.run_id}", title_justify="left", box=None, pad_edge=False)
         for name, justify in (("Symbol", "left"), ("Model", "left"), ("Status", "left"), ("Val MAE", "right"),
                               ("Reference", "right"), ("Val improvement", "right"), ("Test MAE", "right"),
                               ("Skill", "right"), ("Test MAE vs defaults", "right")):
             table.add_column(name, justify=justify)
-        for o in outcomes:
-            flag = " (below resolution)" if o.below_resolution else ""
-            table.add_row(o.symbol, o.model, o.status + flag, _fmt(o.mae), _fmt(o.previous),
-                          _pct(o.improvement), _fmt(o.test_mae), _fmt(o.skill, "+.4f"),
-                          "-" if o.test_change is None else f"{100 * o.test_change:+.2f}% ± {100 * o.test_se:.2f}%")
+        for r in rows:
+            flag = " (below resolution)" if r["below_resolution"] else ""
+            change = "-" if r["test_change"] is None else f"{100 * r['test_change']:+.2f}% ± {100 * r['test_se']:.2f}%"
+            table.add_row(r["symbol"], r["model"], r["status"] + flag, _fmt(r["validation_mae"]),
+                          _fmt(r["reference_mae"]), _pct(r["improvement"]), _fmt(r["test_mae"]),
+                          _fmt(r["skill"], "+.4f"), change)
         self.out.print(table)
-        for o in outcomes:
-            if o.status == "failed":
-                self.line(f"  {o.symbol}/{o.model} failed: {o.detail}", level="warning")
-        counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
-        self.line(" | ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("improved", "failed")),
-                  level="warning")
-        line = out_of_sample_line([o.test_change for o in outcomes])
+        for r in rows:
+            if r["status"] == Status.FAILED:
+                self.line(f"  {r['symbol']}/{r['model']} failed: {r['error']}", level="warning")
+        counts = {s.value: sum(r["status"] == s for r in rows) for s in Status}
+        self.line(" | ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("tuned", "failed")), level="warning")
         if line:
             self.line(line, level="warning")
-        if any(o.status == "failed" for o in outcomes):
+        if counts["failed"]:
             self.line(f"Tracebacks of the failures: {run_dir.errors_path}", level="warning")
         self.line(f"Run log: {run_dir.path}/ (compiled-opt report {run_dir.run_id})", level="warning")
+
+
+def summary_row(result: JobOutcome | JobId, state: RunState) -> dict[str, Any]:
+    """One summary line as plain values: the kept config's validation and test errors, the decision's numbers."""
+    if isinstance(result, JobId):
+        job = state.jobs.get(result)
+        return {"symbol": result.symbol, "model": result.model, "status": Status.FAILED.value,
+                "error": job.error if job else "", "validation_mae": None, "reference_mae": None, "improvement": None,
+                "test_mae": None, "test_change": None, "test_se": None, "skill": None, "below_resolution": False}
+    oos = result.out_of_sample
+    return {"symbol": result.job.symbol, "model": result.job.model, "status": result.status.value, "error": "",
+            "validation_mae": result.challenger_validation.mae, "reference_mae": result.reference_validation.mae,
+            "improvement": result.improvement, "test_mae": oos.config_mae, "test_change": oos.change,
+            "test_se": oos.relative_se, "skill": oos.skill, "below_resolution": result.decision.below_resolution}
 
 
 def _pct(value: float | None) -> str:

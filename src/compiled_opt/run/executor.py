@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from compiled_opt.store.records import JobId
 from compiled_opt.tuning.jobs import JobResult, JobSpec, TrialBatch, WorkerSetup
 from compiled_opt.tuning.worker import Worker
 
@@ -22,7 +23,7 @@ from compiled_opt.tuning.worker import Worker
 class JobDone:
     """A job's end: its ``result``, or ``error`` (one line) and ``traceback`` when it failed."""
 
-    job_id: str
+    job: JobId
     result: JobResult | None
     error: str = ""
     traceback: str = ""

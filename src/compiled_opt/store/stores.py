@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from compiled_opt.core.errors import UsageError, did_you_mean
-from compiled_opt.store.records import SCHEMA_VERSION, RunState, StoredRecord, TrialRow, trial_schema
+from compiled_opt.store.records import (
+    TRIAL_VERSIONS,
+    JobId,
+    JobOutcome,
+    RunState,
+    Stage,
+    StoredRecord,
+    TrialRow,
+    load_outcomes,
+    outcomes_json,
+    trial_schema,
+)
 
 BEST = "best"
 
@@ -174,15 +185,19 @@ def read_trials(run_dir: Path) -> list[TrialRow]:
         return []
     rows = ds.dataset(files, schema=trial_schema(), format="parquet").to_table().to_pylist()
     for row in rows:
-        if row["schema_version"] != SCHEMA_VERSION:
+        if row["schema_version"] not in TRIAL_VERSIONS:
             raise UsageError(f"trial log schema_version {row['schema_version']} is not one this compiled-opt reads",
                              str(directory))
-    order = {"pooled": 0, "search": 1}
-    return sorted((TrialRow(**r) for r in rows), key=lambda r: (r.job, order.get(r.stage, 2), r.trial))
+    trials = [TrialRow(**{**r, "stage": Stage(r["stage"])}) for r in rows]
+    return sorted(trials, key=lambda r: (r.stage != Stage.POOLED, r.symbol, r.model, r.trial))
 
 
 class RunDir:
-    """``<runs>/<id>/``: ``run.json`` (the run state), ``trials/`` and ``errors.log``."""
+    """``<runs>/<id>/``: ``run.json`` (the run state), ``trials/``, ``outcomes/`` and ``errors.log``.
+
+    ``outcomes/`` holds one JSON part per group commit with the jobs that finished since the last:
+    appended, never rewritten, so a run of any size commits in time proportional to what is new.
+    """
 
     def __init__(self, runs: Path, run_id: str):
         self.path = Path(runs) / run_id
@@ -199,6 +214,21 @@ class RunDir:
 
     def save_state(self, state: RunState) -> None:
         write_json(self.state_path, state.to_json())
+
+    @property
+    def outcomes_path(self) -> Path:
+        return self.path / "outcomes"
+
+    def save_outcomes(self, outcomes: list[JobOutcome]) -> None:
+        """The finished jobs of one group commit as one part (named by time, so later attempts come after)."""
+        if outcomes:
+            path = self.outcomes_path / f"part-{time.time_ns():020d}.json"
+            atomic_write(path, lambda tmp: tmp.write_text(json_text(outcomes_json(outcomes))))
+
+    def load_outcomes(self) -> dict[JobId, JobOutcome]:
+        """Every finished job's outcome (a job in several parts, e.g. retried after a failed write: its last)."""
+        parts = sorted(self.outcomes_path.glob("part-*.json")) if self.outcomes_path.is_dir() else []
+        return {o.job: o for part in parts for o in load_outcomes(read_json(part), str(part))}
 
     def load_state(self) -> RunState:
         if not self.state_path.is_file():

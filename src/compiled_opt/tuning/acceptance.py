@@ -120,11 +120,14 @@ class StagedPolicy(Policy):
 
 @dataclass(frozen=True)
 class Verdict:
-    """A decision with the two evaluations it was made from (same windows, same seeds)."""
+    """A decision with the two evaluations it was made from (same windows, same seeds) and their resolution:
+    the larger of the two MAEs' standard errors over runs; an accepted change below it is ``below_resolution``."""
 
     decision: Decision
     challenger: Evaluation
     incumbent: Evaluation
+    resolution_se: float
+    below_resolution: bool
 
 
 def decision_seeds(policy: Policy, search_seeds: tuple[int, ...], fresh_seeds: tuple[int, ...]) -> tuple[int, ...]:
@@ -138,7 +141,7 @@ def judge(policy: Policy, evaluator: Evaluate, challenger: Mapping[str, Any], in
 
     A ``StagedPolicy`` may extend both to more runs first (``Stages``); the verdict holds the final
     evaluations. An accepted change smaller than the evaluation's own resolution (the larger of the two
-    MAEs' standard errors over runs) is flagged in the reason and in the stats (``below_resolution``).
+    MAEs' standard errors over runs) is flagged in the reason and in the verdict (``below_resolution``).
     """
     seeds = decision_seeds(policy, search_seeds, fresh_seeds)
     if isinstance(policy, StagedPolicy):
@@ -151,9 +154,8 @@ def judge(policy: Policy, evaluator: Evaluate, challenger: Mapping[str, Any], in
     paired_differences(ch, inc)  # the two are paired: same windows, same seeds
     se = float(max(ch.sem, inc.sem))
     below = bool(decision.accept and abs(inc.mean - ch.mean) < se)
-    stats = {**decision.stats, "resolution_se": se, "below_resolution": below}
     reason = decision.reason
     if below:
         reason += (f"; below the evaluation's resolution: the change {inc.mean - ch.mean:.3g} is less than the"
                    f" MAE's standard error {se:.3g}")
-    return Verdict(Decision(decision.accept, reason, stats), ch, inc)
+    return Verdict(Decision(decision.accept, reason, decision.stats), ch, inc, se, below)

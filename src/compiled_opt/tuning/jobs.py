@@ -14,10 +14,12 @@ from typing import Any
 from compiled_opt.core.config import RuntimeConfig
 from compiled_opt.core.data import Series
 from compiled_opt.core.evaluate import Evaluation
-from compiled_opt.store.records import TrialRow
+from compiled_opt.store.records import Gate, JobId, ReferenceKind, Stage, TrialRow
 from compiled_opt.tuning.acceptance import Decision
 from compiled_opt.tuning.models import ModelSpec
 from compiled_opt.tuning.search import Logged
+
+POOLED_SYMBOL = "(pooled)"  # the pooled stage's symbol in the trial log
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,9 @@ class JobSpec:
     windows says it is better at level ``pooled_alpha``. ``replay`` re-tells logged trials (resume).
     """
 
-    job_id: str
+    job_id: JobId
     run_id: str
-    model: str
     backend: str
-    stage: str  # "search" or "pooled"
     series: tuple[Series, ...]
     validation: tuple[range, ...]
     test: tuple[range, ...]
@@ -66,22 +66,30 @@ class JobSpec:
     policy: str
     policy_options: dict[str, Any]
     reference: dict[str, Any]
-    reference_kind: str  # "stored" or "defaults"
+    reference_kind: ReferenceKind
     pooled: dict[str, Any] | None = None
     pooled_alpha: float = 0.05
     replay: tuple[Logged, ...] = ()
 
     @property
+    def model(self) -> str:
+        return self.job_id.model
+
+    @property
+    def stage(self) -> Stage:
+        return self.job_id.stage
+
+    @property
     def symbol(self) -> str:
-        return self.series[0].symbol if self.stage == "search" else "(pooled)"
+        """The symbol, or ``(pooled)`` for the pooled stage (as the trial log names it)."""
+        return self.job_id.symbol or POOLED_SYMBOL
 
 
 @dataclass(frozen=True)
 class TrialBatch:
     """A finished batch of one job's trials, streamed to the driver as it finishes."""
 
-    job_id: str
-    stage: str
+    job: JobId
     batch: int
     rows: list[TrialRow]
     tracebacks: list[str]
@@ -89,9 +97,9 @@ class TrialBatch:
 
 @dataclass(frozen=True)
 class JobResult:
-    """What the driver stores and reports for a finished job."""
+    """What a worker found for one job: the search, the decision (with the evaluations it was made from and
+    their resolution, see ``acceptance.judge``), the test windows, and the device and dtype it ran on."""
 
-    job_id: str
     method: str
     trials: int
     failed: int
@@ -101,8 +109,12 @@ class JobResult:
     decision: Decision
     challenger_val: Evaluation
     reference_val: Evaluation
+    resolution_se: float
+    below_resolution: bool
     test: dict[str, Evaluation]  # "challenger", "reference", "defaults": on the decision seeds
-    gate: dict[str, Any] | None = None  # the pooled-stage test, when it ran
+    device: str
+    dtype: str
+    gate: Gate | None = None  # the pooled-stage test, when it ran
 
 
 @dataclass(frozen=True)

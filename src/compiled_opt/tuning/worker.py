@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from compiled_opt.core.errors import UsageError
 from compiled_opt.core.evaluate import Evaluation, Evaluator, PooledEvaluator
 from compiled_opt.core.registry import Plugins
 from compiled_opt.core.stats import window_standard_error
-from compiled_opt.store.records import TrialRow
+from compiled_opt.store.records import Gate, TrialRow
 from compiled_opt.tuning.acceptance import Policy, judge
 from compiled_opt.tuning.jobs import JobResult, JobSpec, TrialBatch, WorkerSetup
 from compiled_opt.tuning.models import build_backend, resolve_runtime
@@ -77,39 +76,41 @@ class Worker:
         if job.pooled is not None and params_key(challenger) != params_key(job.pooled):
             gate = pooled_gate(validation(challenger, job.seeds.gate), validation(job.pooled, job.seeds.gate),
                                job.pooled_alpha)
-            challenger = challenger if gate["accept"] else job.pooled
+            challenger = challenger if gate.accept else job.pooled
         verdict = judge(policy, validation, challenger, job.reference, job.seeds.search, job.seeds.decision)
         test = self._evaluator(job, "test")
         configs = {"challenger": challenger, "reference": job.reference, "defaults": spec.defaults}
+        runtime = self.backends[job.model].runtime
         return JobResult(
-            job_id=job.job_id, method=result.method, trials=len(result.trials),
+            method=result.method, trials=len(result.trials),
             failed=sum(t.score is None for t in result.trials), cached=sum(t.cached for t in result.trials),
             incumbent_suggested=result.incumbent_suggested, challenger=challenger, decision=verdict.decision,
-            challenger_val=verdict.challenger, reference_val=verdict.incumbent,
-            test={k: test(v, job.seeds.decision) for k, v in configs.items()}, gate=gate,
+            challenger_val=verdict.challenger, reference_val=verdict.incumbent, resolution_se=verdict.resolution_se,
+            below_resolution=verdict.below_resolution,
+            test={k: test(v, job.seeds.decision) for k, v in configs.items()},
+            device=runtime.device, dtype=str(runtime.dtype).removeprefix("torch."), gate=gate,
         )
 
 
-def pooled_gate(own: Evaluation, pooled: Evaluation, alpha: float) -> dict[str, Any]:
+def pooled_gate(own: Evaluation, pooled: Evaluation, alpha: float) -> Gate:
     """One-sided paired t-test over windows: is the symbol's own config better than the pooled one?"""
     d = pooled.errors.mean(axis=0) - own.errors.mean(axis=0)  # positive: own is better
     se = window_standard_error(d)
     t = float(d.mean() / se) if se > 0 else (np.inf if d.mean() > 0 else -np.inf)
     p = float(st.t.sf(t, d.size - 1))
-    return {"test": "one-sided paired t-test over validation windows against the pooled config",
-            "mean_difference": float(d.mean()), "se": se, "statistic": t, "df": int(d.size - 1), "p_value": p,
-            "alpha": alpha, "accept": p < alpha}
+    return Gate("one-sided paired t-test over validation windows against the pooled config", float(d.mean()), se, t,
+                int(d.size - 1), p, alpha, bool(p < alpha))
 
 
 def _batch(job: JobSpec, trials: list[Trial]) -> TrialBatch:
     rows = [trial_row(job, t) for t in trials]
-    return TrialBatch(job.job_id, job.stage, trials[0].batch, rows, [t.traceback for t in trials if t.traceback])
+    return TrialBatch(job.job_id, trials[0].batch, rows, [t.traceback for t in trials if t.traceback])
 
 
 def trial_row(job: JobSpec, t: Trial) -> TrialRow:
     ev = t.evaluation
     return TrialRow(
-        run_id=job.run_id, job=job.job_id, symbol=job.symbol, model=job.model, stage=job.stage, trial=t.number,
+        run_id=job.run_id, symbol=job.symbol, model=job.model, stage=job.stage, trial=t.number,
         batch=t.batch, params=params_key(t.params), score=t.score, std=ev.std if ev else None,
         sem=ev.sem if ev else None, per_run=[float(x) for x in ev.per_run] if ev else [],
         price_mae=ev.price_mae if ev else None, naive_mae=ev.naive_mae if ev else None,

@@ -125,20 +125,20 @@ def _versus(ax, c: Comparison) -> None:
 
 
 def skill_scatter(jobs: Sequence[JobReport]) -> bytes | None:
-    """Skill against the naive forecast on validation (x) and test (y), one point per stored job."""
-    points = [(j, j.record.validation.skill, j.record.test.skill) for j in jobs if j.record is not None
-              and j.record.validation.skill is not None and j.record.test.skill is not None]
+    """Skill against the naive forecast on validation (x) and test (y), one point per finished job."""
+    points = [(j, j.outcome.kept_validation.skill, j.outcome.test.skill) for j in jobs if j.outcome is not None
+              and j.outcome.kept_validation.skill is not None and j.outcome.test.skill is not None]
     if not points:
         return None
     fig = Figure(figsize=(4.9, 4.6), layout="constrained")
     ax = fig.subplots()
     xs, ys = np.array([p[1] for p in points]), np.array([p[2] for p in points])
-    for model in sorted({p[0].model for p in points}):
-        mine = [p for p in points if p[0].model == model]
+    for model in sorted({p[0].job.model for p in points}):
+        mine = [p for p in points if p[0].job.model == model]
         ax.plot([p[1] for p in mine], [p[2] for p in mine], "o", ms=6, alpha=0.85, label=model)
     if len(points) <= 60:
         for j, x, y in points:
-            ax.annotate(j.symbol, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8)
+            ax.annotate(j.job.symbol, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8)
     lo, hi = min(xs.min(), ys.min(), 0.0), max(xs.max(), ys.max(), 0.0)
     pad = 0.08 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color=DEFAULTS, lw=1, ls=":", label="test = validation")
@@ -156,17 +156,17 @@ def skill_scatter(jobs: Sequence[JobReport]) -> bytes | None:
 
 def change_bars(jobs: Sequence[JobReport]) -> bytes | None:
     """Each job's test MAE change against the model's defaults, with its paired standard error."""
-    rows = [(j, j.record.out_of_sample) for j in jobs if j.record is not None and j.record.out_of_sample is not None]
+    rows = [(j, j.outcome.out_of_sample) for j in jobs if j.outcome is not None]
     if not rows:
         return None
     rows.sort(key=lambda r: r[1].change)
     fig = Figure(figsize=(6.4, 1.3 + 0.3 * len(rows)), layout="constrained")
     ax = fig.subplots()
     change = np.array([100 * o.change for _, o in rows])
-    se = np.array([100 * o.se / o.defaults_mae if o.defaults_mae else 0.0 for _, o in rows])
+    se = np.array([100 * o.relative_se for _, o in rows])
     y = np.arange(len(rows))
     ax.barh(y, change, xerr=se, color=[BETTER if c < 0 else WORSE for c in change], capsize=3, height=0.6)
-    ax.set_yticks(y, [f"{j.symbol} · {j.model}" for j, _ in rows], fontsize=8)
+    ax.set_yticks(y, [f"{j.job.symbol} · {j.job.model}" for j, _ in rows], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     ax.axvline(change.mean(), color=DEFAULTS, ls="--", lw=1, label=f"mean {change.mean():+.2f}%")
     ax.set_xlabel("test MAE vs the model's defaults, % (± SE over windows; below 0: better)")
@@ -189,7 +189,7 @@ def trial_times(jobs: Sequence[JobReport]) -> bytes | None:
         ax.plot(times, i + rng.uniform(-0.18, 0.18, len(times)), "o", ms=3, alpha=0.5, color=CONFIG)
         ax.plot([np.median(times)], [i], "|", ms=16, mew=2.5, color=BEST)
     ax.plot([], [], "|", ms=10, mew=2.5, color=BEST, label="median")
-    ax.set_yticks(range(len(rows)), [j.job for j, _ in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [str(j.job) for j, _ in rows], fontsize=8)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.invert_yaxis()
     ax.set_xlim(left=0)

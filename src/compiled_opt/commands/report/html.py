@@ -17,7 +17,7 @@ from compiled_opt.commands.report.data import Comparison, JobReport, RunReport, 
 from compiled_opt.commands.show import format_time, format_value
 from compiled_opt.core.config import Config
 from compiled_opt.run.console import DECISION_KEYS, out_of_sample_line
-from compiled_opt.store.records import STATUSES
+from compiled_opt.store.records import Stage
 from compiled_opt.store.stores import atomic_write
 
 CSS = """
@@ -58,15 +58,14 @@ def render(report: RunReport) -> str:
     state = report.state
     comparisons = {j.job: j.comparison() for j in report.jobs}
     line = out_of_sample_line([comparisons[j.job].test_change for j in report.searches])
-    unstored = sum(j.record is None for j in report.searches)
-    if line and unstored:
-        line += (f"; over the {len(report.searches) - unstored} jobs whose record this run wrote ({unstored} kept an"
-                 " earlier stored config or failed, and are left out)")
+    unfinished = sum(j.outcome is None for j in report.searches)
+    if line and unfinished:
+        line += f"; over the {len(report.searches) - unfinished} jobs that finished ({unfinished} did not)"
     parts = [
         f"<h1>compiled-opt run {escape(report.run_id)}</h1>",
         f'<p class="meta">started {escape(format_time(state.created_at))}'
         f' · compiled-opt {escape(state.engine_version or "?")}'
-        f" · config {escape(str(state.config.get('path', '?')))} · run folder <code>{escape(str(report.run_path))}</code>"
+        f" · config {escape(state.config.path)} · run folder <code>{escape(str(report.run_path))}</code>"
         "</p>",
         f'<p class="oos">{escape(line)}</p>' if line else "",
         '<p class="note">Configs are chosen on the validation windows only; the test windows are reported here and'
@@ -77,7 +76,7 @@ def render(report: RunReport) -> str:
         "<h2>Per job</h2>", *(_job(j, comparisons[j.job]) for j in report.jobs),
         "<h2>Config</h2>",
         f"<details><summary>the run's config file and command-line overrides</summary><pre>"
-        f"{escape(state.config.get('text', ''))}</pre><pre>{escape(json.dumps(state.config.get('overrides', {})))}"
+        f"{escape(state.config.text)}</pre><pre>{escape(json.dumps(state.config.overrides))}"
         "</pre></details>",
     ]
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -92,8 +91,8 @@ def _summary(report: RunReport, comparisons: Mapping[str, Comparison]) -> str:
     rows = []
     for j in report.jobs:
         c = comparisons[j.job]
-        skill = j.record.test.skill if j.record else None
-        rows.append([f'<a href="#{_anchor(j.job)}">{escape(j.job)}</a>', _status(j.status),
+        skill = j.outcome.test.skill if j.outcome else None
+        rows.append([f'<a href="#{_anchor(j.job)}">{escape(str(j.job))}</a>', _status(j.status),
                      *(_num(n) for n in (len(j.trials), sum(t.score is None for t in j.trials),
                                          sum(t.cached for t in j.trials))),
                      _num(c.validation), _num(c.test), _num(skill, "+.4f"), _change(c.test_change, c.test_se)])
@@ -106,12 +105,13 @@ def _across(report: RunReport) -> str:
             (figures.trial_times(report.jobs), "seconds per trial per job")]
     shown = [_img(data, alt) for data, alt in figs if data is not None]
     if not shown:
-        return '<p class="note">No job of this run stored a record: nothing to compare across symbols.</p>'
+        return '<p class="note">No job of this run finished: nothing to compare across symbols.</p>'
     return f'<div class="figs">{"".join(shown)}</div>'
 
 
 def _job(j: JobReport, c: Comparison) -> str:
-    heading = f"{escape(j.symbol)} · {escape(j.model)}" if j.stage == "search" else f"pooled stage · {escape(j.model)}"
+    heading = (f"{escape(j.job.symbol)} · {escape(j.job.model)}" if j.job.stage is Stage.SEARCH
+               else f"pooled stage · {escape(j.job.model)}")
     return (f'<section class="job" id="{_anchor(j.job)}"><h3>{heading}{_status(j.status)}</h3>'
             f"{_img(figures.job_figure(j, c), f'search trace of {j.job}')}"
             f'<div class="cols"><div><h4>Decision</h4>{_decision(j)}</div>'
@@ -122,28 +122,19 @@ def _job(j: JobReport, c: Comparison) -> str:
 def _decision(j: JobReport) -> str:
     if j.error:
         return f"<p>Failed:</p><pre>{escape(j.error)}</pre>"
-    d = j.decision
-    if not d:
-        kept = (f"the config stored by run {escape(str(j.earlier.metadata.get('run_id') or '?'))} "
-                f"({escape(format_time(j.earlier.metadata.get('created_at')))}) stayed in place"
-                if j.earlier is not None else "nothing was stored")
-        return (f"<p>This run wrote no record for this job ({escape(j.status)}): {kept}. The decision's statistics"
-                " are in the run's console output; they are not kept in the run folder.</p>")
-    verdict = "accepted" if d.get("accepted") else "rejected"
-    policy = d.get("policy")
-    by = f" by <code>{escape(str(policy))}</code>" if policy else ""
-    text = f"<p><b>{verdict}</b>{by}: {escape(str(d.get('reason', '')))}</p>"
-    if j.record is not None:
-        meaning = STATUSES.get(j.record.status, "")
-        text += f'<p class="note">stored as “{escape(j.record.status)}”: {escape(meaning)}</p>'
-    stats = d.get("stats") or {}
+    if j.outcome is None:
+        return "<p>The run stopped before this job finished: only its logged trials are shown.</p>"
+    d = j.outcome.decision
+    verdict = "accepted" if d.accepted else "rejected"
+    text = f"<p><b>{verdict}</b> by <code>{escape(d.policy)}</code>: {escape(d.reason)}</p>"
+    text += f'<p class="note">{escape(j.status)}: {escape(j.status.meaning)}</p>'
+    stats = {**d.stats, "resolution_se": d.resolution_se}
     keys = [k for k in DECISION_KEYS if stats.get(k) is not None]
     keys += [k for k in stats if k not in keys and k != "seeds" and not isinstance(stats[k], (dict, list))]
-    if d.get("options"):
-        text += f"<p class=\"note\">options: <code>{escape(json.dumps(d['options']))}</code></p>"
-    if d.get("pooled_gate"):
-        g = d["pooled_gate"]
-        text += f"<p class=\"note\">against the pooled config: p = {_num(g.get('p_value'), '.3g')}</p>"
+    if d.options:
+        text += f"<p class=\"note\">options: <code>{escape(json.dumps(d.options))}</code></p>"
+    if d.pooled_gate:
+        text += f"<p class=\"note\">against the pooled config: p = {_num(d.pooled_gate.p_value, '.3g')}</p>"
     return text + (_table(("statistic", "value"), [[escape(k), _num(stats[k])] for k in keys], numeric_from=1)
                    if keys else "")
 
@@ -185,8 +176,8 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in text)
 
 
-def _anchor(job: str) -> str:
-    return f"job-{_slug(job)}"
+def _anchor(job: Any) -> str:
+    return f"job-{_slug(str(job))}"
 
 
 def _status(status: str) -> str:

@@ -130,7 +130,7 @@ class RayExecutor(Executor):
         pending = deque((job, 1) for job in jobs)
         running: dict[Any, tuple[Any, JobSpec, int]] = {}  # streaming generator -> actor, job, attempt
         free = list(self.actors)
-        streamed: dict[str, list[TrialRow]] = {}
+        streamed: dict[Any, list[TrialRow]] = {}  # per job id
         while pending or running:
             while free and pending:
                 job, attempt = pending.popleft()
@@ -145,7 +145,7 @@ class RayExecutor(Executor):
                     del running[stream]
                     free.append(actor)  # Ray restarts it
                     if attempt <= self.max_retries:
-                        rows = [r for r in streamed.pop(job.job_id, []) if r.stage == job.stage]
+                        rows = streamed.pop(job.job_id, [])
                         pending.appendleft((dataclasses.replace(job, replay=job.replay + logged_trials(rows)),
                                             attempt + 1))
                         continue

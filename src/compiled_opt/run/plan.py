@@ -1,0 +1,146 @@
+"""Planning a run: every input checked, then the jobs as plain specs. Nothing here writes a file.
+
+``Plan(config, plugins, state)`` reads and checks the data files, the models, the stored configs
+(each job's reference: the stored config if the backend can run it, else the model's defaults) and
+the run's seeds; ``jobs(stage, ...)`` turns them into ``JobSpec``s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from compiled_opt.core.config import Config
+from compiled_opt.core.data import Series, check_history, list_symbols, read_series, splits, symbol_path
+from compiled_opt.core.errors import UsageError, did_you_mean
+from compiled_opt.core.randomness import derive_seeds
+from compiled_opt.core.registry import Plugins
+from compiled_opt.run.outcome import Context
+from compiled_opt.store.records import JobId, ReferenceKind, Stage, StoredRecord
+from compiled_opt.store.stores import ConfigStore
+from compiled_opt.tuning.jobs import JobSpec, SearchSpec, Seeds, logged_trials
+from compiled_opt.tuning.models import ModelSpec, make_model_spec
+from compiled_opt.tuning.search import Logged, exhaustive_cost
+
+
+def load_symbols(config: Config) -> list[Series]:
+    """Every configured symbol's data, read and checked before any work starts."""
+    directory = config.data.directory
+    available = list_symbols(directory)
+    wanted = available if config.data.symbols == "all" else config.data.symbols
+    if not wanted:
+        raise UsageError(f"no .parquet files in {directory} (convert CSVs with `compiled-opt data import`)",
+                         config.where("data.directory"))
+    for symbol in wanted:
+        if symbol not in available:
+            raise UsageError(f"unknown symbol {symbol!r}: no {symbol_path(directory, symbol)}; "
+                             f"{did_you_mean(symbol, available)}", config.where("data.symbols"))
+    return [read_series(symbol_path(directory, s), s) for s in wanted]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a job's challenger must beat: the stored config when the backend can run it, else the defaults."""
+
+    params: dict[str, Any]
+    kind: ReferenceKind
+    stored: StoredRecord | None  # the record on disk, comparable or not
+
+
+class Plan:
+    """The checked inputs of a run and the job specs made from them."""
+
+    def __init__(self, config: Config, plugins: Plugins, run_id: str, run_seed: int):
+        self.config, self.plugins, self.run_id, self.run_seed = config, plugins, run_id, run_seed
+        self.series = load_symbols(config)
+        self.models = {name: make_model_spec(mc, plugins, config) for name, mc in config.models.items()}
+        self.exhaustive = {name: self._exhaustive(model) for name, model in self.models.items()}
+        self.store = ConfigStore(config.output.directory)
+        self.references = self._references()
+
+    def _exhaustive(self, model: ModelSpec) -> bool:
+        """Whether ``model``'s space is scored point by point (``search.exhaustive``)."""
+        s = self.config.search
+        cost = exhaustive_cost(model.space, self.plugins.backends.get(model.backend).samples_param
+                               if model.max_samples else None)
+        if s.exhaustive == "always" and cost is None:
+            raise UsageError(f"model {model.name!r}: exhaustive search needs a space of choices only",
+                             self.config.where("search.exhaustive"))
+        return cost is not None and (s.exhaustive == "always" or (s.exhaustive == "auto" and cost <= s.trials))
+
+    def _references(self) -> dict[JobId, Reference]:
+        """Every symbol has the history for the longest context; every stored file reads."""
+        d, out = self.config.data, {}
+        for series in self.series:
+            split = splits(len(series), d.val_window, d.test_window, d.horizon)
+            for model in self.models.values():
+                check_history(series, split.validation, model.max_context(self.plugins.backends.get(model.backend)))
+                stored = self.store.load(model.name, series.symbol)
+                params = model.params(stored)
+                out[JobId(model.name, series.symbol)] = (Reference(params, ReferenceKind.STORED, stored)
+                                                        if params is not None
+                                                        else Reference(model.defaults, ReferenceKind.DEFAULTS, stored))
+        return out
+
+    def context(self) -> Context:
+        """What each job's record needs from the run (``outcome``), at the current time."""
+        cfg = self.config
+        return Context(run_id=self.run_id, run_seed=self.run_seed, force=cfg.force, val_window=cfg.data.val_window,
+                       test_window=cfg.data.test_window, policy=cfg.acceptance.policy,
+                       policy_options=dict(cfg.acceptance.options), compile_mode=cfg.runtime.compile,
+                       mode=cfg.runtime.mode, optimizer=cfg.search.optimizer, metric=cfg.evaluation.metric,
+                       created_at=dt.datetime.now(dt.UTC).isoformat())
+
+    def _seeds(self, job: JobId) -> Seeds:
+        e, key = self.config.evaluation, _key(job)
+        return Seeds(tuple(derive_seeds(e.seed, "search", e.eval_runs)),
+                     tuple(derive_seeds(e.seed, "decision", e.eval_runs, self.run_seed, *key)),
+                     tuple(derive_seeds(e.seed, "gate", e.eval_runs, self.run_seed, *key)))
+
+    def _search(self, model: ModelSpec, job: JobId) -> SearchSpec:
+        """The search of one job: its own optimizer seed, derived from the run's (symbols explore differently)."""
+        s = self.config.search
+        seed = derive_seeds(self.run_seed, "optimizer", 1, *_key(job))[0]
+        return SearchSpec(s.optimizer, s.trials, s.batch, seed, self.exhaustive[model.name],
+                          s.racing_max_runs if s.racing else None)
+
+    def job(self, model: ModelSpec, series: Sequence[Series], job: JobId, reference: Reference,
+            pooled: Mapping[str, Any] | None, logged: Sequence[Logged] = ()) -> JobSpec:
+        """One job on ``series`` (one symbol, or every symbol for the pooled stage)."""
+        d, cfg = self.config.data, self.config
+        cuts = [splits(len(s), d.val_window, d.test_window, d.horizon) for s in series]
+        return JobSpec(
+            job_id=job, run_id=self.run_id, backend=model.backend, series=tuple(series),
+            validation=tuple(c.validation for c in cuts), test=tuple(c.test for c in cuts), horizon=d.horizon,
+            metric=cfg.evaluation.metric, seeds=self._seeds(job), search=self._search(model, job),
+            policy=cfg.acceptance.policy, policy_options=dict(cfg.acceptance.options), reference=reference.params,
+            reference_kind=reference.kind, pooled=dict(pooled) if pooled is not None else None,
+            pooled_alpha=cfg.pooled.alpha, replay=tuple(logged),
+        )
+
+    def pooled_jobs(self, logged: Mapping[JobId, Sequence[Logged]]) -> list[JobSpec]:
+        """One pooled-stage job per model, against the model's defaults."""
+        return [self.job(model, self.series, JobId(name), Reference(model.defaults, ReferenceKind.DEFAULTS, None),
+                         None, logged.get(JobId(name), ())) for name, model in self.models.items()]
+
+    def search_jobs(self, pooled: Mapping[str, Mapping[str, Any]],
+                    logged: Mapping[JobId, Sequence[Logged]]) -> list[JobSpec]:
+        """One job per (symbol, model), in symbol order; ``pooled``: each model's pooled config, if any."""
+        return [self.job(model, [series], job, self.references[job], pooled.get(name), logged.get(job, ()))
+                for series in self.series for name, model in self.models.items()
+                for job in [JobId(name, series.symbol)]]
+
+
+def _key(job: JobId) -> tuple[str, str]:
+    """The seed-derivation key of a job, as it has been since compiled-opt 0.1 (``symbol/model``)."""
+    return ("pooled" if job.stage is Stage.POOLED else job.symbol, job.model)
+
+
+def replays(rows: Sequence[Any]) -> dict[JobId, tuple[Logged, ...]]:
+    """An interrupted attempt's logged trials, per job, to replay when it resumes."""
+    grouped: dict[JobId, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(row.job, []).append(row)
+    return {job: logged_trials(rows) for job, rows in grouped.items()}
