@@ -2,8 +2,8 @@
 
 A simulated stochastic backend (``SimBackend``: forecast samples around the last close with a
 config-dependent bias and spread, drawn from the engine's keyed ``Draws``) is scored by the real
-``Evaluator`` on a real symbol's last 30 validation windows, and every registered policy decides
-through the real ``judge`` flow (``sequential`` adds runs in stages through it). For each policy
+``Evaluator`` on a real symbol's last ``--windows`` validation windows (250, the engine's default),
+and every registered policy decides through the real ``judge`` flow (``sequential`` adds runs in stages through it). For each policy
 (and each scope of ``paired``) it prints:
 
 - ``aa_accept``: the challenger is identical in truth to the incumbent (another config id, so
@@ -341,8 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-runs", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--windows", type=int, default=250, help="validation windows (the engine's default: 250)")
     args = parser.parse_args(argv)
-    result = run(args.symbol, args.reps, args.runs, 30, args.trials, args.samples, args.sample_ratio,
+    result = run(args.symbol, args.reps, args.runs, args.windows, args.trials, args.samples, args.sample_ratio,
                  args.calibration_runs, args.seed, args.device)
     print(table(result) if args.table else json.dumps(result, indent=2))
     return 0

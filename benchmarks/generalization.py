@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from compiled_opt.commands.evaluate import forward_test
+from compiled_opt.commands.evaluate import Selection, forward_test
 from compiled_opt.commands.importer import import_csvs
 from compiled_opt.core.config import load_config
 from compiled_opt.core.registry import Plugins
@@ -88,7 +88,7 @@ def run_design(full: Path, visible: Path, work: Path, seed: int, hidden: int, **
     Run(load_config(tune), plugins=plugins, console=Console(level="warning", stream=open("/dev/null", "w"))).execute()
     check = out / "check.toml"
     check.write_text(config_text(full, out, seed, **design))
-    results = forward_test(load_config(check), plugins, rows=f"-{hidden}:")
+    results, _ = forward_test(load_config(check), plugins, Selection(rows=f"-{hidden}:"))
     store = ConfigStore(out / "hyperparams")
     rows = []
     for r in results:

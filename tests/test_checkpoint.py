@@ -76,3 +76,18 @@ def test_sizes_are_the_released_architectures():
         assert count(small) == 24.7 and count(tokenizer) == 4.0  # Kronos-small, Kronos-Tokenizer-base
         assert count(kronos_checkpoint.random_modules("base")[1]) == 102.3  # Kronos-base
         assert count(toto_checkpoint.random_model("tiny")) <= 0.1 and count(*kronos_checkpoint.random_modules()) <= 0.1
+
+
+def test_random_checkpoints_are_readable_by_other_users(tmp_path):
+    """Trading code and workers often run as another user: the umask's mode, not safetensors' 0600."""
+    import os
+
+    from compiled_opt.commands.checkpoint import write_random
+
+    old = os.umask(0o022)
+    try:
+        write_random("toto", tmp_path / "toto", "tiny")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "toto").rglob("*") if p.is_file()]
+    assert files and all(p.stat().st_mode & 0o777 == 0o644 for p in files)

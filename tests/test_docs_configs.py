@@ -87,3 +87,33 @@ def test_config_block_runs(doc, index, text, hf_cache, market_dir, tmp_path, mon
                  "-q"])
     assert code == 0, capsys.readouterr().err
     assert list((tmp_path / "out" / "hyperparams").rglob("*.json")), "the run stored nothing"
+
+
+HISTORY = re.compile(r"a context of (\d+) rows(?: \([^)]*\))? needs (\d+) rows of\s+data")
+SHORT = re.compile(r"a context of (\d+) rows.*?that is (\d+) of the (\d+) symbols", re.S)
+
+
+def needed(context: int) -> int:
+    """Rows of data a context needs with the default windows, by the engine's own check."""
+    from compiled_opt.core.config import DataConfig
+    from compiled_opt.core.data import splits
+
+    d = DataConfig()
+    length = 10_000
+    return context + length - splits(length, d.val_window, d.test_window, d.horizon).validation.start
+
+
+@pytest.mark.parametrize("doc", ["docs/toto.md", "docs/kronos.md"])
+def test_the_history_figures_in_the_docs_are_the_engines(doc):
+    """What the docs say a context needs, and how many of the shared symbols lack it, is what the code does."""
+    from conftest import MARKET
+
+    text = " ".join((ROOT / doc).read_text().split())
+    claims = HISTORY.findall(text)
+    assert claims, doc
+    for context, rows in claims:
+        assert needed(int(context)) == int(rows), (doc, context)
+    lengths = [sum(1 for _ in open(p)) - 1 for p in MARKET.glob("*.csv")]
+    assert SHORT.findall(text), doc
+    for context, short, total in SHORT.findall(text):
+        assert (int(short), int(total)) == (sum(n < needed(int(context)) for n in lengths), len(lengths)), doc

@@ -12,8 +12,18 @@ import torch
 from compiled_opt.core.data import Series
 from compiled_opt.core.evaluate import Evaluation
 from compiled_opt.run.outcome import Context, outcome
-from compiled_opt.store.records import (JobId, Metadata, Metrics, ReferenceKind, Stage, Status, StoredRecord,
-                                        Windows, load_outcomes, outcomes_json)
+from compiled_opt.store.records import (
+    JobId,
+    Metadata,
+    Metrics,
+    ReferenceKind,
+    Stage,
+    Status,
+    StoredRecord,
+    Windows,
+    load_outcomes,
+    outcomes_json,
+)
 from compiled_opt.tuning.acceptance import Decision
 from compiled_opt.tuning.jobs import JobResult, JobSpec, SearchSpec, Seeds
 

@@ -89,7 +89,7 @@ class Terminal(io.StringIO):
 def test_a_narrow_terminal_wraps_the_config_instead_of_cutting_cells(stored, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")
     stream = Terminal()
-    show(ConfigStore(stored.parent / "hyperparams"), None, ["APP"], as_json=False, stream=stream)
+    show(ConfigStore(stored.parent / "hyperparams"), ["bootstrap"], None, ["APP"], as_json=False, stream=stream)
     out = stream.getvalue()
     assert "\x1b[" in out and "…" not in out  # rich styles it, and no cell is truncated
     for model, record in ((m, r) for (s, m), r in records(stored).items() if s == "APP" and m != "best"):
@@ -107,7 +107,7 @@ def test_a_schema_1_record_shows_dashes_for_what_it_lacks(tmp_path, stored):
     (store / "bootstrap").mkdir(parents=True)
     (store / "bootstrap" / "APP.json").write_text(json.dumps(v1))
     stream = io.StringIO()
-    show(ConfigStore(store), None, None, as_json=False, stream=stream)
+    show(ConfigStore(store), ["bootstrap"], None, None, as_json=False, stream=stream)
     row = next(line for line in stream.getvalue().splitlines() if line.startswith("APP"))
     cells = row.split()
     # symbol model status val test skill change ... (no best/ folder: nothing marked)
@@ -117,7 +117,7 @@ def test_a_schema_1_record_shows_dashes_for_what_it_lacks(tmp_path, stored):
 
 def test_unknown_model_or_symbol_names_the_flag(stored, capsys):
     assert main(["show", str(stored), "--model", "medain"]) == 2
-    assert "--model: no stored configs for model 'medain'" in capsys.readouterr().err
+    assert "--model: model 'medain' is not in the config; did you mean 'median'" in capsys.readouterr().err
     assert main(["show", str(stored), "--symbols", "APX"]) == 2
     err = capsys.readouterr().err
     assert "--symbols" in err and "did you mean 'APP'" in err

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -482,3 +483,24 @@ def test_evaluator_encodes_once_for_candidates_differing_in_sampling_params(back
 
     ev({**PARAMS, "context_length": CONTEXT // 2}, seeds)
     assert len(forwards) == 2
+
+
+def test_exact_mode_neither_searches_nor_stores_the_sample_count(checkpoint, tmp_path, market_dir, capsys):
+    from conftest import write_config
+
+    from compiled_opt.commands.cli import main
+    from compiled_opt.store.stores import read_trials
+
+    models = (f'[models.toto]\nbackend = "toto"\noptions = {{ checkpoint = "{checkpoint}" }}\n'
+              'fixed = { sampling = "exact", context_length = 64 }\n')
+    config = write_config(tmp_path, market_dir, trials=4, models=models)
+    assert main(["run", str(config), "-q"]) == 0
+    for symbol in ("APP", "NU"):
+        rec = json.loads((tmp_path / "hyperparams" / "toto" / f"{symbol}.json").read_text())
+        assert "num_samples" not in rec["config"] and rec["validation"]["exact"]
+    rows = read_trials(next((tmp_path / "runs").iterdir()))
+    assert {json.loads(row.params)["num_samples"] for row in rows} == {256}  # not searched: the default throughout
+    searched = models + 'space = { num_samples = { ordered = [64, 128] } }\n'
+    config = write_config(tmp_path, market_dir, trials=4, models=searched)
+    assert main(["run", str(config), "-q"]) == 2
+    assert "models.toto.space.num_samples: has no effect with the fixed sampling = 'exact'" in capsys.readouterr().err

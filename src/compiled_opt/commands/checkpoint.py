@@ -9,11 +9,13 @@ the same code its loader reads and returns the backend's ``options`` for it; ``s
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from compiled_opt.core.errors import UsageError, did_you_mean
 from compiled_opt.core.registry import Plugins
+from compiled_opt.store.stores import new_file_mode
 
 SIZES = ("tiny", "small", "base")
 
@@ -32,7 +34,12 @@ def write_random(backend: str, directory: Path, size: str = "tiny", seed: int = 
         problem = (f"backend {backend!r} offers no random checkpoints" if backend in plugins.backends
                    else f"unknown backend {backend!r}")
         raise UsageError(f"{problem}; {did_you_mean(backend, available)}", "checkpoint random")
-    return plugins.backends.get(backend).random_checkpoint(Path(directory).resolve(), size, seed)
+    directory = Path(directory).resolve()
+    options = plugins.backends.get(backend).random_checkpoint(directory, size, seed)
+    for path in directory.rglob("*"):  # safetensors writes owner-only files; others may need to read them
+        if path.is_file():
+            os.chmod(path, new_file_mode())
+    return options
 
 
 def options_toml(options: dict[str, Any]) -> str:

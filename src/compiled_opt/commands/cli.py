@@ -47,8 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=_positive("--trials"), help="overrides search.trials")
     run.add_argument("--eval-runs", type=_positive("--eval-runs"), help="overrides evaluation.eval_runs")
     run.add_argument("--force", action="store_true", help="store the new config even without improvement")
-    run.add_argument("--output", type=Path,
-                     help="write stored configs to DIR/hyperparams and run logs to DIR/runs (overrides [output])")
+    _output_flag(run, "write stored configs to DIR/hyperparams and run logs to DIR/runs (overrides [output])")
     run.add_argument("--executor", help="overrides executor.name (local, ray, ...)")
     run.add_argument("--ray-address", help="overrides executor.options.address (a running Ray cluster; default: start"
                      " a local Ray)")
@@ -61,19 +60,25 @@ def _parser() -> argparse.ArgumentParser:
     rows = ev.add_mutually_exclusive_group()
     rows.add_argument("--last", type=_positive("--last", 2), help="the last N windows of each symbol")
     rows.add_argument("--rows", metavar="START:STOP", help="windows whose target is one of these 0-based data rows")
+    rows.add_argument("--since", metavar="DATE", help="windows whose target is on or after DATE (e.g. 2025-06-30)")
+    ev.add_argument("--seed", type=_positive("--seed", 0),
+                    help="the base seed of the evaluation's runs (default: evaluation.seed)")
     ev.add_argument("--symbols", nargs="+", help="only these symbols")
     ev.add_argument("--model", nargs="+", dest="models", help="only these models")
     ev.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    _output_flag(ev)
     show = sub.add_parser("show", help="a table of the stored configs; the best/ choice marked")
     show.add_argument("config", type=Path, help="the TOML config (its output.directory holds the stored configs)")
     show.add_argument("--model", nargs="+", dest="models", help="only these models")
     show.add_argument("--symbols", nargs="+", help="only these symbols")
     show.add_argument("--json", action="store_true", help="print the stored configs as one JSON object")
+    _output_flag(show)
     report = sub.add_parser("report", help="write one self-contained HTML report of a run, with figures")
     report.add_argument("config", type=Path, help="the TOML config (its output.runs holds the run folders)")
     report.add_argument("run_id", nargs="?", default="latest", metavar="RUN_ID|latest",
                         help="the run to report (default: the latest)")
-    report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file (default: report.html)")
+    report.add_argument("--out", type=Path, help="the HTML file (default: report.html in the run's folder)")
+    _output_flag(report)
     data = sub.add_parser("data", help="market data files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     imp = data_sub.add_parser("import", help="convert CSV files (Yahoo, Binance or timestamp,open,...) to Parquet")
@@ -91,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_flag(parser: argparse.ArgumentParser,
+                 text: str = "the stored configs and run logs of a run made with --output DIR") -> None:
+    parser.add_argument("--output", type=Path, metavar="DIR", help=text)
+
+
 def _output_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-q", "--quiet", action="store_const", const="warning", dest="log_level",
@@ -102,18 +112,26 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(log_level="info")
 
 
+def _output(args: argparse.Namespace) -> dict:
+    """``--output DIR``: stored configs in DIR/hyperparams, run logs in DIR/runs."""
+    from compiled_opt.core.config import Override
+
+    if args.output is None:
+        return {}
+    root = args.output.resolve()
+    return {"output.directory": Override(str(root / "hyperparams"), "--output"),
+            "output.runs": Override(str(root / "runs"), "--output")}
+
+
 def _overrides(args: argparse.Namespace) -> dict:
     from compiled_opt.core.config import Override
 
-    out = {}
+    out = _output(args)
     flagged = {"data.symbols": ("--symbols", args.symbols), "search.trials": ("--trials", args.trials),
                "evaluation.eval_runs": ("--eval-runs", args.eval_runs),
                "executor.name": ("--executor", args.executor),
                "executor.options.address": ("--ray-address", args.ray_address),
                "runtime.mode": ("--fast", "fast" if args.fast else None)}
-    if args.output is not None:
-        root = args.output.resolve()
-        flagged |= {"output.directory": ("--output", str(root / "hyperparams")), "output.runs": ("--output", str(root / "runs"))}
     for key, (flag, value) in flagged.items():
         if value is not None:
             out[key] = Override(value, flag)
@@ -137,14 +155,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from compiled_opt.commands.evaluate import forward_test, print_forward
+    from compiled_opt.commands.evaluate import Selection, forward_test, print_forward
     from compiled_opt.core.config import Override, load_config
 
-    overrides = {"data.symbols": Override(args.symbols, "--symbols")} if args.symbols else {}
+    overrides = _output(args)
+    if args.symbols:
+        overrides["data.symbols"] = Override(args.symbols, "--symbols")
     if args.models:
         overrides["models"] = Override(args.models, "--model")
-    results = forward_test(load_config(args.config, overrides), last=args.last, rows=args.rows)
-    print_forward(results, as_json=args.json)
+    pick = Selection(last=args.last, rows=args.rows, since=args.since)
+    results, seeds = forward_test(load_config(args.config, overrides), pick=pick, seed=args.seed)
+    print_forward(results, seeds, as_json=args.json)
     return 0
 
 
@@ -153,14 +174,15 @@ def _show(args: argparse.Namespace) -> int:
     from compiled_opt.core.config import load_config
     from compiled_opt.store.stores import ConfigStore
 
-    return show(ConfigStore(load_config(args.config).output.directory), args.models, args.symbols, args.json)
+    config = load_config(args.config, _output(args))
+    return show(ConfigStore(config.output.directory), list(config.models), args.models, args.symbols, args.json)
 
 
 def _report(args: argparse.Namespace) -> int:
     from compiled_opt.commands.report.html import write_report
     from compiled_opt.core.config import load_config
 
-    print(f"report: {write_report(load_config(args.config), args.run_id, args.out)}")
+    print(f"report: {write_report(load_config(args.config, _output(args)), args.run_id, args.out)}")
     return 0
 
 
@@ -213,7 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# OpenMP threads that spin while they wait for work take the cores a shared machine's other processes need
+# (and each other's): the default run took 4-9x longer with spinning threads on 2 loaded cores
+# (benchmarks/bench_threads.py). Set before torch loads OpenMP; a user's own setting wins.
+QUIET_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def console() -> None:
+    for key, value in QUIET_OPENMP.items():
+        os.environ.setdefault(key, value)
     try:
         code = main()
         sys.stdout.flush()

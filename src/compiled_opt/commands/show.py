@@ -61,14 +61,15 @@ class StoredRow:
                    schema_version=record.schema_version)
 
 
-def stored_rows(store: ConfigStore, models: Sequence[str] | None = None,
+def stored_rows(store: ConfigStore, configured: Sequence[str], models: Sequence[str] | None = None,
                 symbols: Sequence[str] | None = None) -> list[StoredRow]:
-    """Every stored record, by symbol then model, optionally only ``models`` and ``symbols``."""
-    available = store.models()
+    """Every stored record of the ``configured`` models (the config's), by symbol then model, optionally
+    only ``models`` (of those) and ``symbols``."""
+    available = [m for m in store.models() if m in configured]
     for name in models or ():
         if name not in available:
-            raise UsageError(f"no stored configs for model {name!r} in {store.root}; {did_you_mean(name, available)}",
-                             "--model")
+            where = "is not in the config" if name not in configured else f"has no stored configs in {store.root}"
+            raise UsageError(f"model {name!r} {where}; {did_you_mean(name, available)}", "--model")
     chosen = list(models) if models else available
     stored = {m: store.symbols(m) for m in chosen}
     known = sorted({s for names in stored.values() for s in names})
@@ -141,8 +142,13 @@ def format_time(iso: str | None) -> str:
         return iso
 
 
-def show(store: ConfigStore, models: Sequence[str] | None, symbols: Sequence[str] | None, as_json: bool,
-         stream: TextIO | None = None) -> int:
-    rows = stored_rows(store, models, symbols)
-    (print_json if as_json else print_table)(rows, store, stream or sys.stdout)
+def show(store: ConfigStore, configured: Sequence[str], models: Sequence[str] | None, symbols: Sequence[str] | None,
+         as_json: bool, stream: TextIO | None = None) -> int:
+    """Print the stored configs of the config's models; name the other model folders beside them."""
+    stream = stream or sys.stdout
+    rows = stored_rows(store, configured, models, symbols)
+    (print_json if as_json else print_table)(rows, store, stream)
+    others = [m for m in store.models() if m not in configured]
+    if others and not as_json:
+        print(f"not shown: stored configs of models not in this config ({', '.join(others)})", file=stream)
     return 0

@@ -123,6 +123,12 @@ class ModelBackend(ABC):
         """Raise ``ValueError("key: reason")`` for a value this backend cannot use."""
 
     @classmethod
+    def unused(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        """Parameters that have no effect under ``params`` (e.g. a sample count when aggregates are exact):
+        a model that fixes what decides it neither searches them nor stores them."""
+        return frozenset()
+
+    @classmethod
     @abstractmethod
     def context_length(cls, params: Mapping[str, Any]) -> int:
         """How many rows of history each window needs under ``params``."""

@@ -24,6 +24,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = ("float32", "bfloat16")
 MODES = ("default", "fast")
 EXHAUSTIVE = ("auto", "always", "never")
+SHORT_HISTORY = ("auto", "skip", "error")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class DataConfig:
 
     ``context_length`` (rows of history per window), when not 0, holds every model's context
     parameter fixed at that value, except in a model that fixes or searches it itself.
+    ``short_history``: a symbol without the history the longest context needs is ``skip``ped with a
+    warning, or an ``error``; ``auto`` skips it when ``symbols = "all"`` and refuses a listed one.
     """
 
     directory: Path = Path("data")
@@ -40,6 +43,12 @@ class DataConfig:
     test_window: int = 20
     horizon: int = 1
     context_length: int = 0
+    short_history: str = "auto"
+
+    @property
+    def skip_short(self) -> bool:
+        """Whether a symbol with too little history is skipped (else the run is refused)."""
+        return self.short_history == "skip" or (self.short_history == "auto" and self.symbols == "all")
 
     def checks(self) -> dict[str, str | None]:
         return {
@@ -49,6 +58,7 @@ class DataConfig:
             "test_window": None if self.test_window >= 2 else "must be at least 2",
             "horizon": None if self.horizon >= 1 else "must be at least 1",
             "context_length": None if self.context_length >= 0 else "must be 0 (each model's own) or positive",
+            "short_history": _one_of(self.short_history, SHORT_HISTORY),
         }
 
 
@@ -195,8 +205,30 @@ class Config:
         return self.flags.get(key) or f"{self.path}: {key}"
 
     def snapshot(self) -> dict[str, Any]:
-        """What reproduces this config: the file's text and the command-line overrides."""
-        return {"path": str(self.path), "text": self.text, "overrides": self.overrides}
+        """What reproduces this config: the file's (absolute) path and text, and the command-line overrides."""
+        return {"path": str(self.path.resolve()), "text": self.text, "overrides": self.overrides}
+
+    def changed_key(self, snapshot: Mapping[str, Any]) -> str | None:
+        """The first key (``section.field``) or flag whose value differs from the config in ``snapshot``."""
+        def flat(text: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+
+            def walk(prefix: str, table: Mapping[str, Any]) -> None:
+                for k, v in table.items():
+                    if isinstance(v, Mapping):
+                        walk(f"{prefix}{k}.", v)
+                    else:
+                        out[f"{prefix}{k}"] = v
+
+            walk("", tomllib.loads(text))
+            return {**out, **{f"flag {k}": v for k, v in overrides.items()}}
+
+        try:
+            before = flat(snapshot["text"], snapshot["overrides"])
+        except (KeyError, tomllib.TOMLDecodeError):
+            return None
+        now = flat(self.text, self.overrides)
+        return next((k for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)), None)
 
     def fingerprint(self) -> str:
         """A hash of ``snapshot()`` without the path, for refusing to resume a changed config."""

@@ -139,15 +139,15 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def check_history(series: Series, rows: range, context: int) -> None:
-    """A ``UsageError`` naming the file unless every window of ``rows`` has ``context`` rows before it."""
+def check_history(series: Series, rows: range, context: int,
+                  hint: str = "shorten the context, or data.val_window") -> None:
+    """A ``UsageError`` naming the file unless every window of ``rows`` has ``context`` rows before it;
+    ``hint`` says what to change."""
     if rows.start - context < 0:
         need = context + len(series) - rows.start
-        raise UsageError(
-            f"too little history: {len(series)} rows, but context {context} + the validation and test windows"
-            f" need {need} (shorten the context, or data.val_window)",
-            str(series.path),
-        )
+        raise UsageError(f"too little history: {len(series)} rows, but the windows need {need} ({context} rows of"
+                         f" context before the first window's target, data row {rows.start}; {hint})",
+                         str(series.path))
 
 
 def windows(series: Series, rows: range, context: int, horizon: int) -> WindowBatch:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
 from compiled_opt.core.evaluate import Evaluation
@@ -43,3 +46,38 @@ def mc_standard_error(d: np.ndarray) -> tuple[float, float] | None:
     total = var_w.sum()
     df = total**2 / ((var_w**2).sum() / (runs - 1)) if total > 0 else float(width * (runs - 1))
     return float(np.sqrt(total / (runs * width**2))), float(df)
+
+
+@dataclass(frozen=True)
+class Across:
+    """Per-symbol relative changes of MAE (negative: better) summarised across symbols.
+
+    ``mean`` and ``sem`` (``None`` for one symbol) are sensitive to one symbol far off; ``median`` and the
+    ``trimmed`` mean (the lowest and highest ``TRIM`` of the changes cut) are not. ``sign_p`` is the
+    two-sided sign test of "better" against "worse" (ties left out): how surprising the count is if
+    tuning made no difference.
+    """
+
+    n: int
+    better: int
+    worse: int
+    mean: float
+    sem: float | None
+    median: float
+    trimmed: float
+    sign_p: float
+
+    TRIM = 0.1
+
+    @classmethod
+    def of(cls, changes: Sequence[float]) -> Across | None:
+        x = np.asarray(changes, dtype=float)
+        if not x.size:
+            return None
+        from scipy import stats as st
+
+        better, worse = int((x < 0).sum()), int((x > 0).sum())
+        sign_p = float(st.binomtest(better, better + worse).pvalue) if better + worse else 1.0
+        return cls(n=int(x.size), better=better, worse=worse, mean=float(x.mean()),
+                   sem=float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None, median=float(np.median(x)),
+                   trimmed=float(st.trim_mean(x, cls.TRIM)), sign_p=sign_p)

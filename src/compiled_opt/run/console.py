@@ -1,8 +1,9 @@
-"""What a run prints: its header, a progress bar over all jobs, each job's decision, the summary.
+"""What a run prints: its header, live progress, each job's decision, the summary and its warnings.
 
 Built on ``rich``: on a terminal a live progress bar with ETA; in a pipe or a log file plain text
-without ANSI codes. ``level`` is ``warning`` (failures and the summary only: ``-q``), ``info`` (each
-job's decision) or ``debug`` (every batch and failure tracebacks).
+without ANSI codes, with a progress line (trials done, ETA) every ``progress_s`` seconds. ``level`` is
+``warning`` (failures and the summary only: ``-q``), ``info`` (each job's decision) or ``debug``
+(every batch, the decision's statistics and seeds, and failure tracebacks).
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-import numpy as np
 from rich.console import Console as RichConsole
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from compiled_opt.core.stats import Across
 from compiled_opt.store.records import JobId, JobOutcome, Metrics, ReferenceKind, RunState, Stage, Status
 from compiled_opt.tuning.jobs import JobSpec, TrialBatch
 
@@ -36,23 +38,48 @@ def se_reduction(runs: int) -> float:
 
 
 def out_of_sample_line(changes: Sequence[float | None], label: str = "test MAE") -> str | None:
-    """``test MAE vs defaults: better on k of n symbols, mean change x% (sem y%)`` across symbols,
-    from each symbol's relative change of MAE against the model's defaults."""
-    changes = np.array([c for c in changes if c is not None])
-    if not changes.size:
+    """``test MAE vs defaults: better on k of n symbols (sign test p), median change, mean (sem), trimmed
+    mean`` across symbols, from each symbol's relative change of MAE against the model's defaults."""
+    a = Across.of([c for c in changes if c is not None])
+    if a is None:
         return None
-    sem = changes.std(ddof=1) / np.sqrt(changes.size) if changes.size > 1 else float("nan")
-    return (f"{label} vs defaults: better on {int((changes < 0).sum())} of {changes.size} symbols, mean change "
-            f"{100 * changes.mean():+.2f}% (sem {100 * sem:.2f}%; negative: lower error than the model's defaults)")
+    sem = "one symbol: no sem" if a.sem is None else f"sem {100 * a.sem:.2f}%"
+    return (f"{label} vs defaults: better on {a.better} of {a.n} symbols (sign test p={a.sign_p:.2g}), median change "
+            f"{100 * a.median:+.2f}%, mean {100 * a.mean:+.2f}% ({sem}), {100 * Across.TRIM:.0f}%-trimmed mean "
+            f"{100 * a.trimmed:+.2f}% (negative: lower error than the model's defaults)")
+
+
+def warnings_of(rows: Sequence[Mapping[str, Any]], label: str = "test") -> list[str]:
+    """What a user must not miss: configs worse than the model's defaults by more than 2 standard errors or
+    worse than the naive forecast, and a mean change that the median contradicts."""
+    out = []
+    for r in rows:
+        where = f"{r['symbol']}/{r['model']}"
+        change, se = r.get("test_change"), r.get("test_se")
+        if change is not None and se is not None and change > 2 * se:
+            out.append(f"{where}: worse than the model's defaults on {label} by {100 * change:+.2f}% "
+                       f"(more than 2 SE, {100 * se:.2f}%)")
+        if r.get("skill") is not None and r["skill"] < 0:
+            out.append(f"{where}: worse than the naive forecast on {label} (skill {r['skill']:+.4f})")
+    a = Across.of([r["test_change"] for r in rows if r.get("test_change") is not None])
+    if a is not None and a.n > 1 and (a.mean > 0) != (a.median > 0):
+        out.append(f"across symbols the mean change ({100 * a.mean:+.2f}%) and the median ({100 * a.median:+.2f}%)"
+                   " disagree: a few symbols drive the mean")
+    elif a is not None and a.median > 0:
+        out.append(f"across symbols the stored configs are worse than the model's defaults on {label}"
+                   f" (median {100 * a.median:+.2f}%)")
+    return out
 
 
 class Console:
     """The run's console output; see the module docstring."""
 
-    def __init__(self, stream: TextIO | None = None, level: str = "info", json_summary: bool = False):
+    def __init__(self, stream: TextIO | None = None, level: str = "info", json_summary: bool = False,
+                 progress_s: float = 10.0):
         self.stream = stream
         self.level = LEVELS.index(level)
         self.json_summary = json_summary
+        self.progress_s = progress_s
         self.progress: Progress | None = None
         self.task = None
         self._rich: RichConsole | None = None
@@ -75,10 +102,17 @@ class Console:
         self.line(f"Run {run_dir.run_id}{' (resumed)' if resumed else ''}: executor {executor}")
         self.line(f"  stored configs: {config.output.directory}/<model>/<SYMBOL>.json; run log: {run_dir.path}/")
 
+    def stage(self, name: str, jobs: Sequence[JobSpec]) -> None:
+        """The start of a stage: how much work it is."""
+        if jobs:
+            trials = sum(j.search.trials for j in jobs)
+            self.line(f"{name}: {len(jobs)} job{'s' * (len(jobs) != 1)}, up to {trials} trials")
+
     def start_jobs(self, jobs: Sequence[JobSpec]) -> None:
         self.totals = {j.job_id: j.search.trials for j in jobs}
-        self.best: dict[str, float] = {}
-        self.done_trials: dict[str, int] = {}
+        self.best: dict[JobId, float] = {}
+        self.done_trials: dict[JobId, int] = {}
+        self.started = self.shown = time.monotonic()
         if self.out.is_terminal and self.level <= LEVELS.index("info") and jobs:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("trials"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -103,6 +137,18 @@ class Console:
         self.line(f"  {event.job}: {done}/{self.totals.get(event.job, done)} trials | best so far "
                   f"{self.best.get(event.job, math.nan):.6f} | {secs:.4f} s/trial"
                   + (f" | {failed} failed" if failed else ""), level="debug")
+        if self.progress is None and time.monotonic() - self.shown >= self.progress_s:
+            self.line(self.progress_line())
+
+    def progress_line(self) -> str:
+        """``progress: 120/400 trials (30%), 1 of 4 jobs done, 0:42 elapsed, about 1:38 left``."""
+        self.shown = now = time.monotonic()
+        done, total = sum(self.done_trials.values()), max(sum(self.totals.values()), 1)
+        finished = sum(self.done_trials.get(j, 0) >= n for j, n in self.totals.items())
+        elapsed = now - self.started
+        left = f", about {_clock(elapsed / done * (total - done))} left" if done else ""
+        return (f"  progress: {done}/{total} trials ({100 * done / total:.0f}%), {finished} of {len(self.totals)}"
+                f" jobs done, {_clock(elapsed)} elapsed{left}")
 
     def job_failed(self, job: JobId, error: str, trace: str) -> None:
         self.line(f"FAILED {job}: {error}", level="warning")
@@ -122,8 +168,8 @@ class Console:
         runs, search = len(job.seeds.search), done.search
         self.line(RULE)
         self.line(f"Optimizing {job.model} (backend {job.backend}) for {job.symbol}")
-        self.line(f"Trials: {search.trials} | Validation samples: {len(job.validation[0])} | "
-                  f"Test samples: {len(job.test[0])}")
+        self.line(f"Trials: {search.trials} | Validation windows: {len(job.validation[0])} | "
+                  f"Test windows: {len(job.test[0])}")
         if done.challenger_validation.exact:
             self.line("Eval runs per config: 1 (exact aggregates from the predictive distribution: no Monte Carlo"
                       " noise)")
@@ -159,43 +205,60 @@ class Console:
         self.line(f"  {'UPDATING' if accept else 'NOT updating'} config: {reason}")
         shown = {k: stats[k] for k in DECISION_KEYS if stats.get(k) is not None}
         if shown:
-            self.line("    " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+            self.line("    " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()), level="debug")
         if stats.get("seeds"):
-            self.line(f"    seeds: {stats['seeds']}")
+            self.line(f"    seeds: {stats['seeds']}", level="debug")
 
     def table(self, table: Table) -> None:
         self.out.print(table)
 
-    def summary(self, results: Sequence[JobOutcome | JobId], state: RunState, run_dir: Any) -> None:
-        """The run's table, one row per (symbol, model) job (a failed job: its id), and the lines across them."""
+    def summary(self, results: Sequence[JobOutcome | JobId], state: RunState, run_dir: Any, next_steps: str,
+                skipped: Mapping[str, str] | None = None) -> None:
+        """The run's table, one row per (symbol, model) job (a failed job: its id), the lines across them,
+        its warnings, and the commands that look at the results (``next_steps``)."""
         rows = [summary_row(r, state) for r in results]
         line = out_of_sample_line([r["test_change"] for r in rows])
+        warnings = warnings_of(rows)
         if self.json_summary:
             print(json.dumps({"run_id": run_dir.run_id, "run_dir": str(run_dir.path), "jobs": rows,
-                              "out_of_sample": line}), file=self.stream or sys.stdout)
+                              "out_of_sample": line, "warnings": warnings, "skipped": dict(skipped or {})}),
+                  file=self.stream or sys.stdout)
             return
         table = Table(title=f"Run {run_dir.run_id}", title_justify="left", box=None, pad_edge=False)
-        for name, justify in (("Symbol", "left"), ("Model", "left"), ("Status", "left"), ("Val MAE", "right"),
-                              ("Reference", "right"), ("Val improvement", "right"), ("Test MAE", "right"),
+        for name, justify in (("Symbol", "left"), ("Model", "left"), ("Status", "left"), ("Kept val MAE", "right"),
+                              ("Challenger val MAE", "right"), ("Val improvement", "right"), ("Test MAE", "right"),
                               ("Skill", "right"), ("Test MAE vs defaults", "right")):
             table.add_column(name, justify=justify)
         for r in rows:
             flag = " (below resolution)" if r["below_resolution"] else ""
             change = "-" if r["test_change"] is None else f"{100 * r['test_change']:+.2f}% ± {100 * r['test_se']:.2f}%"
             table.add_row(r["symbol"], r["model"], r["status"] + flag, _fmt(r["validation_mae"]),
-                          _fmt(r["reference_mae"]), _pct(r["improvement"]), _fmt(r["test_mae"]),
+                          _fmt(r["challenger_mae"]), _pct(r["improvement"]), _fmt(r["test_mae"]),
                           _fmt(r["skill"], "+.4f"), change)
         self.out.print(table)
         for r in rows:
             if r["status"] == Status.FAILED:
                 self.line(f"  {r['symbol']}/{r['model']} failed: {r['error']}", level="warning")
-        counts = {s.value: sum(r["status"] == s for r in rows) for s in Status}
-        self.line(" | ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("tuned", "failed")), level="warning")
+        for symbol, why in (skipped or {}).items():
+            self.line(f"  {symbol} skipped: {why}", level="warning")
+        self.line(counts_line([r["status"] for r in rows], len(skipped or {})), level="warning")
         if line:
             self.line(line, level="warning")
-        if counts["failed"]:
+        for text in warnings:
+            self.line(f"WARNING: {text}", level="warning")
+        if any(r["status"] == Status.FAILED for r in rows):
             self.line(f"Tracebacks of the failures: {run_dir.errors_path}", level="warning")
-        self.line(f"Run log: {run_dir.path}/ (compiled-opt report {run_dir.run_id})", level="warning")
+        self.line(f"Run log: {run_dir.path}/", level="warning")
+        self.line(f"Look at the results: {next_steps}", level="warning")
+
+
+def counts_line(statuses: Sequence[str], skipped: int = 0) -> str:
+    """``4 jobs: 3 stored (tuned 1, pooled 2), 0 kept, 1 failed`` (and the skipped symbols, if any)."""
+    stored = [s for s in statuses if Status(s).stores]
+    parts = ", ".join(f"{s.value} {stored.count(s)}" for s in Status if s.stores and stored.count(s))
+    text = (f"{len(statuses)} jobs: {len(stored)} stored{f' ({parts})' if parts else ''}, "
+            f"{list(statuses).count(Status.KEPT)} kept, {list(statuses).count(Status.FAILED)} failed")
+    return text + (f"; {skipped} symbol{'s' * (skipped != 1)} skipped" if skipped else "")
 
 
 def summary_row(result: JobOutcome | JobId, state: RunState) -> dict[str, Any]:
@@ -203,13 +266,21 @@ def summary_row(result: JobOutcome | JobId, state: RunState) -> dict[str, Any]:
     if isinstance(result, JobId):
         job = state.jobs.get(result)
         return {"symbol": result.symbol, "model": result.model, "status": Status.FAILED.value,
-                "error": job.error if job else "", "validation_mae": None, "reference_mae": None, "improvement": None,
-                "test_mae": None, "test_change": None, "test_se": None, "skill": None, "below_resolution": False}
+                "error": job.error if job else "", "validation_mae": None, "challenger_mae": None,
+                "improvement": None, "test_mae": None, "test_change": None, "test_se": None, "skill": None,
+                "below_resolution": False}
     oos = result.out_of_sample
     return {"symbol": result.job.symbol, "model": result.job.model, "status": result.status.value, "error": "",
-            "validation_mae": result.challenger_validation.mae, "reference_mae": result.reference_validation.mae,
+            "validation_mae": result.kept_validation.mae, "challenger_mae": result.challenger_validation.mae,
             "improvement": result.improvement, "test_mae": oos.config_mae, "test_change": oos.change,
             "test_se": oos.relative_se, "skill": oos.skill, "below_resolution": result.decision.below_resolution}
+
+
+def _clock(seconds: float) -> str:
+    """``1:05`` or ``2:01:05``."""
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _pct(value: float | None) -> str:

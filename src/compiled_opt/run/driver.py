@@ -8,11 +8,14 @@ is written in a group commit about once a second (``_commit``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
+import shlex
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import compiled_opt
 from compiled_opt.core.config import Config
@@ -35,6 +38,15 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def next_steps(config: Config, run_id: str) -> str:
+    """The commands that look at a run's results, as a user can paste them."""
+    where = shlex.quote(str(config.path))
+    out = (f" --output {shlex.quote(str(Path(config.output.directory).parent))}"
+           if config.flags.get("output.directory") == "--output" else "")
+    return (f"compiled-opt report {where} {run_id}{out} | compiled-opt show {where}{out} | "
+            f"compiled-opt evaluate {where}{out}")
+
+
 class Run:
     """One ``compiled-opt run``: every check happens in the constructor, before anything is written."""
 
@@ -47,7 +59,7 @@ class Run:
         self.plugins.policies.build(acc.policy, acc.options, config.where("acceptance.options"))
         self.plugins.executors.get(ex.name, config.where("executor.name"))
         self.executor: Executor = self.plugins.executors.build(ex.name, ex.options, config.where("executor.options"))
-        earlier = find_run(config.output.runs, resume, "--resume").load_state() if resume else None
+        earlier = find_run(config.output.runs, resume, "--resume", config.path).load_state() if resume else None
         run_id = earlier.run_id if earlier else new_run_id()
         run_seed = earlier.run_seed if earlier else (
             config.search.seed if isinstance(config.search.seed, int) else secrets.randbits(31))
@@ -72,7 +84,8 @@ class Run:
 
     def _check_resumable(self, state: RunState, fingerprints: dict[str, str]) -> None:
         if state.config_fingerprint != self.config.fingerprint():
-            raise UsageError(f"the config changed since run {state.run_id} started (file or flags); resume with the"
+            key = self.config.changed_key(dataclasses.asdict(state.config)) or "the file or flags"
+            raise UsageError(f"the config changed since run {state.run_id} started ({key}); resume with the"
                              " same config, or start a new run without --resume", "--resume")
         changed = [s for s, f in fingerprints.items() if state.data.get(s) != f]
         if changed or set(state.data) != set(fingerprints):
@@ -98,11 +111,14 @@ class Run:
         self.executor.start(setup)  # loads every model: missing weights stop the run here, before any write
         logged = replays(read_trials(self.run_dir.path))  # an interrupted attempt's trials
         self.console.run_header(self.run_dir, self.config, self.executor.describe(), resumed=bool(self.state.jobs))
+        for symbol, why in self.plan.skipped.items():
+            self.console.line(f"skipped {symbol}: {why}", level="warning")
         self._commit(force=True)
         try:
-            pooled = self._stage(self.plan.pooled_jobs(logged)) if self.config.pooled.enabled else []
+            pooled = (self._stage("Pooled stage", self.plan.pooled_jobs(logged)) if self.config.pooled.enabled
+                      else [])
             configs = {o.job.model: o.config for o in pooled}
-            self._stage(self.plan.search_jobs(configs, logged))
+            self._stage("Per-symbol searches", self.plan.search_jobs(configs, logged))
         finally:
             self.executor.close()
             self.console.stop_jobs()
@@ -112,20 +128,23 @@ class Run:
         self.store.sync()
         order = [JobId(m, s.symbol) for s in self.plan.series for m in self.plan.models]
         results = [self.outcomes.get(job, job) for job in order]
-        self.console.summary(results, self.state, self.run_dir)
+        if not self.jobs:
+            self.console.line(f"nothing to do: every job of run {self.run_dir.run_id} finished in an earlier attempt")
+        self.console.summary(results, self.state, self.run_dir, next_steps(self.config, self.run_dir.run_id),
+                             self.plan.skipped)
         return results
 
-    def _stage(self, jobs: list[JobSpec]) -> list[JobOutcome]:
+    def _stage(self, name: str, jobs: list[JobSpec]) -> list[JobOutcome]:
         """Run ``jobs`` (skipping those an earlier attempt finished); the outcomes of those that finished."""
         todo = []
         for job in jobs:
             if job.job_id in self.outcomes:  # finished by an earlier attempt at this run
-                if job.stage is Stage.SEARCH:
-                    self.console.line(f"{job.job_id}: finished in an earlier attempt, skipped")
+                self.console.line(f"{job.job_id}: finished in an earlier attempt, skipped")
                 continue
             self.state.job(job.job_id).progress = Progress.PENDING
             todo.append(job)
         self.jobs.update({j.job_id: j for j in todo})
+        self.console.stage(name, todo)
         self.console.start_jobs(todo)
         self.executor.run(todo, self._on_event)
         self.console.stop_jobs()

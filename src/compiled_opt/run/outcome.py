@@ -94,7 +94,8 @@ def _record(job: JobSpec, result: JobResult, prior: StoredRecord | None, context
             done: JobOutcome) -> StoredRecord:
     series, validation, test = job.series[0], job.validation[0], job.test[0]
     return StoredRecord(
-        symbol=series.symbol, model=job.model, backend=job.backend, status=done.status, config=done.config,
+        symbol=series.symbol, model=job.model, backend=job.backend, status=done.status,
+        config={k: v for k, v in done.config.items() if k not in job.unused},
         validation=done.kept_validation, test=done.test, out_of_sample=done.out_of_sample,
         windows=Windows(context.val_window, context.test_window, job.horizon, (validation.start, validation.stop - 1),
                         (test.start, test.stop - 1)),

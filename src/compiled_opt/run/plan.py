@@ -54,9 +54,10 @@ class Plan:
 
     def __init__(self, config: Config, plugins: Plugins, run_id: str, run_seed: int):
         self.config, self.plugins, self.run_id, self.run_seed = config, plugins, run_id, run_seed
-        self.series = load_symbols(config)
         self.models = {name: make_model_spec(mc, plugins, config) for name, mc in config.models.items()}
         self.exhaustive = {name: self._exhaustive(model) for name, model in self.models.items()}
+        self.skipped: dict[str, str] = {}  # symbol -> why (data.short_history)
+        self.series = self._with_history(load_symbols(config))
         self.store = ConfigStore(config.output.directory)
         self.references = self._references()
 
@@ -70,13 +71,31 @@ class Plan:
                              self.config.where("search.exhaustive"))
         return cost is not None and (s.exhaustive == "always" or (s.exhaustive == "auto" and cost <= s.trials))
 
+    def _with_history(self, series: list[Series]) -> list[Series]:
+        """The symbols with the history every model's longest context needs; the others are refused, or
+        skipped and named in ``skipped`` (``data.short_history``)."""
+        d, kept = self.config.data, []
+        for s in series:
+            split = splits(len(s), d.val_window, d.test_window, d.horizon)
+            try:
+                for model in self.models.values():
+                    check_history(s, split.validation, model.max_context(self.plugins.backends.get(model.backend)))
+            except UsageError as exc:
+                if not d.skip_short:
+                    raise
+                self.skipped[s.symbol] = str(exc)
+                continue
+            kept.append(s)
+        if not kept:
+            raise UsageError(f"no symbol has enough history; the first: {next(iter(self.skipped.values()))}",
+                             self.config.where("data.symbols"))
+        return kept
+
     def _references(self) -> dict[JobId, Reference]:
-        """Every symbol has the history for the longest context; every stored file reads."""
-        d, out = self.config.data, {}
+        """Every stored file reads; each job's reference."""
+        out = {}
         for series in self.series:
-            split = splits(len(series), d.val_window, d.test_window, d.horizon)
             for model in self.models.values():
-                check_history(series, split.validation, model.max_context(self.plugins.backends.get(model.backend)))
                 stored = self.store.load(model.name, series.symbol)
                 params = model.params(stored)
                 out[JobId(model.name, series.symbol)] = (Reference(params, ReferenceKind.STORED, stored)
@@ -117,7 +136,7 @@ class Plan:
             metric=cfg.evaluation.metric, seeds=self._seeds(job), search=self._search(model, job),
             policy=cfg.acceptance.policy, policy_options=dict(cfg.acceptance.options), reference=reference.params,
             reference_kind=reference.kind, pooled=dict(pooled) if pooled is not None else None,
-            pooled_alpha=cfg.pooled.alpha, replay=tuple(logged),
+            pooled_alpha=cfg.pooled.alpha, replay=tuple(logged), unused=model.unused,
         )
 
     def pooled_jobs(self, logged: Mapping[JobId, Sequence[Logged]]) -> list[JobSpec]:

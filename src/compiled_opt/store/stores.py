@@ -43,7 +43,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _new_file_mode())  # not mkstemp's 0600
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else new_file_mode())  # not mkstemp's 0600
         write(Path(tmp))
         if durable:
             with open(tmp, "rb+") as fh:
@@ -56,7 +56,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
         fsync_dir(path.parent)
 
 
-def _new_file_mode() -> int:
+def new_file_mode() -> int:
     """The mode ``open`` would give a new file under the current umask (e.g. 0644)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -230,6 +230,14 @@ class RunDir:
         parts = sorted(self.outcomes_path.glob("part-*.json")) if self.outcomes_path.is_dir() else []
         return {o.job: o for part in parts for o in load_outcomes(read_json(part), str(part))}
 
+    def config_path(self) -> Path | None:
+        """The config file the run was made with, as ``run.json`` names it (``None``: it names none)."""
+        try:
+            path = read_json(self.state_path).get("config", {}).get("path")
+        except (UsageError, AttributeError, OSError):
+            return None
+        return Path(path) if isinstance(path, str) else None
+
     def load_state(self) -> RunState:
         if not self.state_path.is_file():
             raise UsageError("no run.json: not a run folder, or the run never started", str(self.path))
@@ -247,12 +255,18 @@ def run_ids(runs: Path) -> list[str]:
     return sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file()) if runs.is_dir() else []
 
 
-def find_run(runs: Path, which: str, where: str) -> RunDir:
-    """The run ``which`` (an id, or ``latest``) under ``runs``."""
+def find_run(runs: Path, which: str, where: str, config: Path) -> RunDir:
+    """The run ``which`` under ``runs``: an id, or ``latest``, the newest run made with the ``config`` file
+    (several configs may share a runs folder)."""
     ids = run_ids(runs)
     if not ids:
         raise UsageError(f"no runs in {runs}", where)
-    run_id = ids[-1] if which == "latest" else which
-    if run_id not in ids:
+    if which == "latest":
+        mine = [i for i in reversed(ids) if RunDir(runs, i).config_path() == Path(config).resolve()]
+        if not mine:
+            raise UsageError(f"no run of {config} in {runs} (its newest, {ids[-1]}, was made with another config)",
+                             where)
+        return RunDir(runs, mine[0])
+    if which not in ids:
         raise UsageError(f"no run {which!r} in {runs}; {did_you_mean(which, ids[-5:])}", where)
-    return RunDir(runs, run_id)
+    return RunDir(runs, which)

@@ -70,6 +70,7 @@ class JobSpec:
     pooled: dict[str, Any] | None = None
     pooled_alpha: float = 0.05
     replay: tuple[Logged, ...] = ()
+    unused: tuple[str, ...] = ()  # parameters without effect under the fixed ones: not stored
 
     @property
     def model(self) -> str:

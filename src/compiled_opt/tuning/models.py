@@ -28,7 +28,8 @@ class ModelSpec:
     ``base`` holds every parameter's value outside the searched ``space``; ``defaults`` is the
     model's own configuration (the backend's defaults with the model's ``fixed`` table and the data
     section's context length): the first incumbent and the baseline of the out-of-sample report.
-    ``max_samples``, when set, is the sample count the sample cache draws at.
+    ``max_samples``, when set, is the sample count the sample cache draws at. ``unused`` are parameters
+    without effect under the fixed ones (``ModelBackend.unused``): not searched, not stored.
     """
 
     name: str
@@ -38,6 +39,11 @@ class ModelSpec:
     base: dict[str, Any]
     defaults: dict[str, Any]
     max_samples: int | None
+    unused: tuple[str, ...] = ()
+
+    def stored(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` as stored: without the parameters that have no effect."""
+        return {k: v for k, v in params.items() if k not in self.unused}
 
     def params(self, record: StoredRecord | None) -> dict[str, Any] | None:
         """A stored record's config as full parameters, or ``None`` if there is none, it is another
@@ -87,13 +93,19 @@ def make_model_spec(mc: ModelConfig, plugins: Plugins, config: Config) -> ModelS
     if context and cls.context_param and cls.context_param not in {*mc.fixed, *(mc.space or {})}:
         base[cls.context_param] = context  # the data section's context length, unless the model sets its own
         space = {k: v for k, v in space.items() if k != cls.context_param}
+    unused = sorted(cls.unused(base))  # e.g. a sample count under exact aggregates: not searched, not stored
+    searched = [k for k in unused if k in space]
+    if searched and mc.space is not None:
+        fixed = ", ".join(f"{k} = {v!r}" for k, v in mc.fixed.items())
+        raise UsageError(f"has no effect with the fixed {fixed}; leave it out", f"{where}.space.{searched[0]}")
+    space = {k: v for k, v in space.items() if k not in unused}
     check_options(cls, mc.options, f"{where}.options", positional=1)
     _check(cls, plugins, base, f"{where}.fixed")
     for key, entry in space.items():
         for value in entry.extremes():
             _check(cls, plugins, {**base, key: value}, f"{where}.space.{key}")
     return ModelSpec(mc.name, mc.backend, dict(mc.options), dict(space), base, dict(base),
-                     _sample_cache_size(cls, space, base))
+                     _sample_cache_size(cls, space, base), tuple(unused))
 
 
 def _sample_cache_size(cls: type[ModelBackend], space: Space, base: Mapping[str, Any]) -> int | None:

@@ -82,7 +82,7 @@ class RunReport:
 
 def gather(config: Config, which: str, where: str) -> RunReport:
     """The run ``which`` (an id or ``latest``) under ``config.output.runs``: its jobs, pooled stages first."""
-    run = find_run(config.output.runs, which, where)
+    run = find_run(config.output.runs, which, where, config.path)
     state = run.load_state()
     outcomes = run.load_outcomes()
     trials: dict[JobId, list[TrialRow]] = {}

@@ -45,11 +45,11 @@ code { font-size: 12px; word-break: break-word; }
 """
 
 
-def write_report(config: Config, which: str, out: Path) -> Path:
-    """Render run ``which`` (an id or ``latest``) of ``config`` to ``out``."""
+def write_report(config: Config, which: str, out: Path | None = None) -> Path:
+    """Render run ``which`` (an id or ``latest``) of ``config`` to ``out`` (default: the run folder's report.html)."""
     report = gather(config, which, "RUN_ID")
     page = render(report)
-    out = Path(out)
+    out = Path(out) if out is not None else report.run_path / "report.html"
     atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out
 

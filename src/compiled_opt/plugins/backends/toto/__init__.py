@@ -135,6 +135,10 @@ class TotoBackend(ModelBackend):
             raise ValueError(f"sampling: must be one of {', '.join(SAMPLING)}, not {params['sampling']!r}")
 
     @classmethod
+    def unused(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"num_samples"}) if params["sampling"] == "exact" else frozenset()
+
+    @classmethod
     def context_length(cls, params: Mapping[str, Any]) -> int:
         return int(params["context_length"])
 
