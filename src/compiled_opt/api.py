@@ -1,6 +1,7 @@
-"""The public API: everything a backend, policy, aggregator or executor plugin needs.
+"""The public API: everything a backend, policy, aggregator or executor plugin needs, and the forecasts.
 
     from compiled_opt.api import ModelBackend, hookimpl
+    from compiled_opt.api import forecast_frame   # tomorrow's forecasts with the tuned configs, a DataFrame
 
 The built-in plugins import from here only, like any third-party plugin. Names here are stable; the
 packages beside it (``core``, ``tuning``, ``run``, ``store``, ``commands``) are the implementation.
@@ -23,6 +24,7 @@ _HOME = {
     "compiled_opt.core.hookspecs": ("Register", "hookimpl"),
     "compiled_opt.core.randomness": ("Draws",),
     "compiled_opt.core.stats": ("mc_standard_error", "paired_differences", "window_standard_error"),
+    "compiled_opt.commands.forecast": ("forecast_frame",),
     "compiled_opt.run.executor": ("Event", "Executor", "JobDone", "OnEvent", "run_job"),
     "compiled_opt.store.records": ("TrialRow",),
     "compiled_opt.tuning.acceptance": ("Decision", "Policy", "StagedPolicy", "Stages", "improvement_text",

@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", nargs="+", dest="models", help="only these models")
     ev.add_argument("--json", action="store_true", help="print the results as one JSON object")
     _output_flag(ev)
+    fc = sub.add_parser("forecast", help="the next steps of every symbol with its tuned config (for trading code)")
+    fc.add_argument("config", type=Path, help="the TOML config the configs were tuned with")
+    fc.add_argument("--symbols", nargs="+", help="only these symbols")
+    fc.add_argument("--model", help="this model's stored configs (default: best/'s choice among the config's models)")
+    fc.add_argument("--out", type=Path, metavar="FILE", help="write the forecasts to FILE (.parquet, .csv or .json)")
+    fc.add_argument("--json", action="store_true", help="print the forecasts as one JSON object")
+    _output_flag(fc)
     show = sub.add_parser("show", help="a table of the stored configs; the best/ choice marked")
     show.add_argument("config", type=Path, help="the TOML config (its output.directory holds the stored configs)")
     show.add_argument("--model", nargs="+", dest="models", help="only these models")
@@ -114,13 +121,9 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
 
 def _output(args: argparse.Namespace) -> dict:
     """``--output DIR``: stored configs in DIR/hyperparams, run logs in DIR/runs."""
-    from compiled_opt.core.config import Override
+    from compiled_opt.core.config import output_overrides
 
-    if args.output is None:
-        return {}
-    root = args.output.resolve()
-    return {"output.directory": Override(str(root / "hyperparams"), "--output"),
-            "output.runs": Override(str(root / "runs"), "--output")}
+    return output_overrides(args.output)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -166,6 +169,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     pick = Selection(last=args.last, rows=args.rows, since=args.since)
     results, seeds = forward_test(load_config(args.config, overrides), pick=pick, seed=args.seed)
     print_forward(results, seeds, as_json=args.json)
+    return 0
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from compiled_opt.commands.forecast import forecast, print_forecasts, write
+    from compiled_opt.core.config import Override, load_config
+
+    overrides = _output(args) | ({"data.symbols": Override(args.symbols, "--symbols")} if args.symbols else {})
+    rows = forecast(load_config(args.config, overrides), args.model)
+    if args.out is not None:
+        print(f"forecasts: {write(rows, args.out)}")
+    else:
+        print_forecasts(rows, as_json=args.json)
     return 0
 
 
@@ -215,7 +231,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"run": _run, "evaluate": _evaluate, "show": _show, "report": _report, "data": _import,
+HANDLERS = {"run": _run, "evaluate": _evaluate, "forecast": _forecast, "show": _show, "report": _report, "data": _import,
             "plugins": _plugins, "checkpoint": _checkpoint}
 
 

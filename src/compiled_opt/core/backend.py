@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ class WindowBatch:
     - ``target_rows``: ``[W]`` int64 absolute row numbers of the first target
     - ``window_ids``: ``[W]`` int64 keys of the windows' random draws: the symbol and the row, so a
       window draws the same numbers whichever windows it is evaluated with, and symbols never share
+
+    ``stack`` puts several symbols' batches on one batch axis (``ids`` then keeps each window's key).
     """
 
     symbol: str
@@ -53,6 +55,16 @@ class WindowBatch:
     target: torch.Tensor
     target_time: torch.Tensor
     target_rows: torch.Tensor
+    ids: torch.Tensor | None = None
+
+    @classmethod
+    def stack(cls, batches: Sequence[WindowBatch]) -> WindowBatch:
+        """The windows of ``batches`` (equal context length and horizon) as one batch, each keeping its key."""
+        def cat(name: str) -> torch.Tensor:
+            return torch.cat([getattr(b, name) for b in batches])
+
+        return cls(",".join(b.symbol for b in batches), cat("context"), cat("context_time"), cat("target"),
+                   cat("target_time"), cat("target_rows"), cat("window_ids"))
 
     @property
     def last_close(self) -> torch.Tensor:
@@ -64,6 +76,8 @@ class WindowBatch:
 
     @property
     def window_ids(self) -> torch.Tensor:
+        if self.ids is not None:
+            return self.ids
         return self.target_rows + ((zlib.crc32(self.symbol.encode()) & 0x7FFFFFFF) << 32)
 
     def __len__(self) -> int:

@@ -111,6 +111,21 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class ForecastConfig:
+    """``compiled-opt forecast``: the ``quantiles`` it reports beside the point forecast, and its ``runs``
+    (independent seeds; the point forecast is the mean of the runs' aggregates; 0: ``evaluation.eval_runs``)."""
+
+    quantiles: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
+    runs: int = 0
+
+    def checks(self) -> dict[str, str | None]:
+        q = self.quantiles
+        return {"quantiles": None if q and all(0 < x < 1 for x in q) and q == sorted(set(q))
+                else "must be increasing probabilities between 0 and 1, e.g. [0.1, 0.5, 0.9]",
+                "runs": None if self.runs >= 0 else "must be 0 (evaluation.eval_runs) or positive"}
+
+
+@dataclass(frozen=True)
 class PooledConfig:
     """The pooled stage: one config per model tuned on every symbol's windows together, then used as
     each symbol's reference; a symbol's own winner replaces it only when a one-sided paired t-test
@@ -194,6 +209,7 @@ class Config:
     output: OutputConfig
     runtime: RuntimeConfig
     executor: ExecutorConfig
+    forecast: ForecastConfig
     models: dict[str, ModelConfig]
     force: bool = False
     text: str = ""
@@ -238,7 +254,7 @@ class Config:
 
 SECTIONS = {"data": DataConfig, "evaluation": EvaluationConfig, "search": SearchConfig, "pooled": PooledConfig,
             "acceptance": AcceptanceConfig, "output": OutputConfig, "runtime": RuntimeConfig,
-            "executor": ExecutorConfig}
+            "executor": ExecutorConfig, "forecast": ForecastConfig}
 # Keys of earlier releases, and where they live now.
 MOVED = {"runtime.executor": "executor.name", "runtime.workers": "executor.options.workers",
          "runtime.gpus_per_worker": "executor.options.gpus_per_worker", "ray": "executor.options (executor = ray)",
@@ -260,6 +276,15 @@ def _unknown(full: str, key: str, allowed: Any) -> str:
     return f"unknown key {key!r}; {did_you_mean(key, allowed)}"
 
 
+def output_overrides(root: Path | str | None, flag: str = "--output") -> dict[str, Override]:
+    """The overrides of ``--output DIR``: stored configs in DIR/hyperparams, run logs in DIR/runs."""
+    if root is None:
+        return {}
+    root = Path(root).resolve()
+    return {"output.directory": Override(str(root / "hyperparams"), flag),
+            "output.runs": Override(str(root / "runs"), flag)}
+
+
 def _one_of(value: str, allowed: tuple[str, ...]) -> str | None:
     return None if value in allowed else f"unknown value {value!r}; {did_you_mean(value, allowed)}"
 
@@ -277,14 +302,18 @@ CHECKS = {
     dict[str, Any]: lambda v: isinstance(v, dict),
     int | str: lambda v: _is_int(v) or isinstance(v, str),
     list[str] | str: lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    list[float]: lambda v: isinstance(v, list) and all(CHECKS[float](x) for x in v),
 }
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """``value`` checked against the annotated ``kind``."""
     if not CHECKS[kind](value):
-        name = "a path" if kind is Path else getattr(kind, "__name__", str(kind).replace(" | ", " or "))
+        name = ("a path" if kind is Path else "a list of numbers" if kind == list[float]
+                else getattr(kind, "__name__", str(kind).replace(" | ", " or ")))
         raise UsageError(f"expected {name}, got {type(value).__name__} {value!r}", where)
+    if kind == list[float]:
+        return [float(x) for x in value]
     return Path(value) if kind is Path else float(value) if kind is float else value
 
 

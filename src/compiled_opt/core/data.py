@@ -165,3 +165,21 @@ def windows(series: Series, rows: range, context: int, horizon: int) -> WindowBa
         target_time=series.time[tgt],
         target_rows=target_rows,
     )
+
+
+def next_window(series: Series, context: int, horizon: int) -> WindowBatch:
+    """The window after the data: the last ``context`` rows, forecasting the ``horizon`` rows to come.
+
+    Its targets are unknown (NaN); their times are the last time plus multiples of the median spacing of
+    the last rows (a daily series: the next days, weekends included, whatever the exchange's calendar)."""
+    check_history(series, range(len(series), len(series) + 1), context, "shorten the context")
+    step = int(series.time[-min(len(series), 21):].diff().median())
+    target_time = series.time[-1] + step * torch.arange(1, horizon + 1)
+    return WindowBatch(
+        symbol=series.symbol,
+        context=series.values[-context:][None],
+        context_time=series.time[-context:][None],
+        target=torch.full((1, horizon), float("nan"), dtype=torch.float64),
+        target_time=target_time[None],
+        target_rows=torch.tensor([len(series)]),
+    )
