@@ -103,10 +103,10 @@ def naive_errors(batch: WindowBatch, metric: str) -> np.ndarray:
 def forecast_errors(point: torch.Tensor, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
     """The return and price errors ``[..., runs, windows]`` of forecasts ``point`` ``[..., runs, windows,
     horizon]``, averaged over the horizon."""
-    point = point.to("cpu", torch.float64)
-    last, target = batch.last_close[:, None], batch.target
-    returns = ((point - last) / last - (target - last) / last).abs().mean(-1).numpy()
-    return returns, (point - target).abs().mean(-1).numpy()
+    point = point.to("cpu", torch.float64).numpy()  # NumPy: ~1 us an operation on these small arrays, torch ~5
+    last, target = batch.last_close.numpy()[:, None], batch.target.numpy()
+    returns = np.abs((point - last) / last - (target - last) / last).mean(-1)
+    return returns, np.abs(point - target).mean(-1)
 
 
 def tensor_bytes(obj: Any) -> int:

@@ -64,16 +64,14 @@ class Worker:
                            name=spec.backend, max_samples=max_samples) for s, r in zip(series, rows, strict=True)]
         return ScoreMemo(parts[0] if len(parts) == 1 else PooledEvaluator(parts))
 
-    def _evaluator(self, job: JobSpec, which: str) -> ScoreMemo:
-        # the test windows score three configs at most: each draws its own count, not the sample cache's
-        return self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric,
-                              sample_cache=which == "validation")
+    def _evaluator(self, job: JobSpec, which: str, sample_cache: bool) -> ScoreMemo:
+        return self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric, sample_cache)
 
     def run(self, job: JobSpec, emit: Callable[[TrialBatch], None]) -> JobResult:
         """Search, gate against the pooled config, judge against the reference, score the test windows."""
         spec = self.setup.models[job.model]
         policy: Policy = build(self.plugins.policies.get(job.policy), job.policy_options, "acceptance.options")
-        validation = self._evaluator(job, "validation")
+        validation = self._evaluator(job, "validation", sample_cache=True)
         s = job.search
         scorer = validation if s.racing_max_runs is None else Race(validation, max_runs=s.racing_max_runs,
                                                                    replay=job.replay)
@@ -82,11 +80,12 @@ class Worker:
                         replay=job.replay, on_batch=lambda trials: emit(_batch(job, trials)))
         challenger, gate = result.recommendation, None
         if job.pooled is not None and params_key(challenger) != params_key(job.pooled):
-            gate = pooled_gate(validation(challenger, job.seeds.gate), validation(job.pooled, job.seeds.gate),
+            once = self._evaluator(job, "validation", sample_cache=False)  # two configs on seeds of their own
+            gate = pooled_gate(once(challenger, job.seeds.gate), once(job.pooled, job.seeds.gate),
                                job.pooled_alpha)
             challenger = challenger if gate["accept"] else job.pooled
         verdict = judge(policy, validation, challenger, job.reference, job.seeds.search, job.seeds.decision)
-        test = self._evaluator(job, "test")
+        test = self._evaluator(job, "test", sample_cache=False)  # three configs at most: each draws its own count
         configs = {"challenger": challenger, "reference": job.reference, "defaults": spec.defaults}
         return JobResult(
             job_id=job.job_id, method=result.method, trials=len(result.trials),
