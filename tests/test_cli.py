@@ -92,6 +92,8 @@ def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, ca
     (lambda c: c.replace("batch = 4", "batch = -1"), "search.batch"),
     (lambda c: c.replace("[search]", "[runtime]\nexecutor = \"dask\"\n[search]"), "runtime.executor"),
     (lambda c: c.replace("[search]", "[search]\nexhaustive = \"always\""), "search.exhaustive"),
+    (lambda c: c.replace("[search]", "[search]\noptimizer = \"NGopt\""), "search.optimizer: unknown optimizer 'NGopt';"
+     " did you mean 'NGOpt'"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, market_dir, capsys, edit, where):
     config = write_config(tmp_path, market_dir, trials=4)
@@ -418,3 +420,16 @@ def test_fast_mode_falls_back_on_a_cpu_machine_with_a_notice(tmp_path, market_di
     assert out.splitlines()[0].startswith("fast mode: no CUDA device here, running with the normal CPU settings")
     meta = record(tmp_path, "APP")["metadata"]
     assert (meta["mode"], meta["device"], meta["dtype"], meta["compiled"]) == ("fast", "cpu", "float32", False)
+
+
+def test_a_run_scored_exhaustively_never_imports_nevergrad(tmp_path, market_dir):
+    """Nevergrad (and the SciPy and scikit-learn it imports) is start-up a grid search does not need."""
+    models = ('[models.bootstrap]\nbackend = "bootstrap"\n'
+              'space = { num_samples = { ordered = [32, 64] }, aggregate = { choice = ["mean", "median"] } }\n')
+    config = write_config(tmp_path, market_dir, trials=8, models=models)
+    script = ("import sys\nfrom compiled_opt.commands.cli import main\n"
+              f"code = main(['run', {str(config)!r}, '-q'])\n"
+              "sys.exit(code or ('nevergrad' in sys.modules and 'nevergrad was imported'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_trials(next((tmp_path / "runs").iterdir()))[0].params  # it ran, exhaustively

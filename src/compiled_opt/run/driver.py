@@ -30,7 +30,7 @@ from compiled_opt.store.records import JobState, Metrics, OutOfSample, RunState,
 from compiled_opt.store.stores import ConfigStore, RunDir, find_run, read_trials
 from compiled_opt.tuning.jobs import JobResult, JobSpec, SearchSpec, Seeds, TrialBatch, WorkerSetup, logged_trials
 from compiled_opt.tuning.models import ModelSpec, make_model_spec, resolve_runtime
-from compiled_opt.tuning.search import exhaustive_cost
+from compiled_opt.tuning.search import check_optimizer, exhaustive_cost
 
 WRITERS = 8  # threads writing a group commit's files
 
@@ -70,6 +70,8 @@ class Run:
         self.series = load_symbols(config)
         self.models = {name: make_model_spec(mc, self.plugins, config) for name, mc in config.models.items()}
         self.exhaustive = {name: self._exhaustive(model, config) for name, model in self.models.items()}
+        if not all(self.exhaustive.values()):  # only a Nevergrad search imports Nevergrad
+            check_optimizer(config.search.optimizer, config.where("search.optimizer"))
         self.store = ConfigStore(config.output.directory)
         self.state = self._resume_state(config, resume) if resume else None
         self.config = config

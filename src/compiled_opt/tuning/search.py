@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiled_opt.core.backend import ContractError
-from compiled_opt.core.errors import UsageError
+from compiled_opt.core.errors import UsageError, did_you_mean
 from compiled_opt.core.evaluate import Evaluation
 from compiled_opt.core.space import Space, grid, grid_size, parametrization
 
@@ -31,6 +31,14 @@ def optimizer_names() -> list[str]:
     import nevergrad as ng
 
     return sorted(ng.optimizers.registry)
+
+
+def check_optimizer(name: str, where: str) -> None:
+    """A ``UsageError`` at ``where`` unless ``name`` is in Nevergrad's registry (importing Nevergrad)."""
+    known = optimizer_names()
+    if name not in known:
+        raise UsageError(f"unknown optimizer {name!r}; " + did_you_mean(name, known).split("allowed:")[0]
+                         + "see nevergrad.optimizers.registry", where)
 
 
 def plain(value: Any) -> Any:
