@@ -18,9 +18,9 @@ another wrapped call counts only for the outer one:
 
 - ``startup``: from the child's first line (before importing compiled_opt) to the first ``encode``, split
   in ``startup_split_s``: ``imports`` (compiled_opt's modules, torch), ``plugins`` (loading the plugins),
-  ``config`` (reading it: the optimizer's name is checked against Nevergrad's registry, importing
-  Nevergrad), ``run_checks`` (data and stored configs read and checked) and ``to_first_encode`` (the
-  executor and worker start, models load, the first job begins);
+  ``config`` (reading it), ``run_checks`` (data and stored configs read and checked; when a model is
+  searched with Nevergrad, the optimizer's name checked against its registry, importing Nevergrad) and
+  ``to_first_encode`` (the executor and worker start, models load, the first job begins);
 - ``model``: the backend's ``encode``; ``sampling``: its ``sample`` and ``exact``; ``aggregation``:
   the aggregators applied to the samples, one by one or all of a cached draw's count at once
   (``aggregate_all``) (on a GPU the model and sampling wrappers synchronise the device first and
