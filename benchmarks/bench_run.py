@@ -16,13 +16,29 @@ Each run happens in a fresh child process, so start-up (imports, checks, model l
 pays. Wall time is split by wall-clock wrappers around the code that does each part; a call inside
 another wrapped call counts only for the outer one:
 
-- ``startup``: from the child's first line (before importing compiled_opt) to the first ``encode``;
+- ``startup``: from the child's first line (before importing compiled_opt) to the first ``encode``, split
+  in ``startup_split_s``: ``imports`` (compiled_opt's modules, torch), ``plugins`` (loading the plugins),
+  ``config`` (reading it), ``run_checks`` (data and stored configs read and checked; when a model is
+  searched with Nevergrad, the optimizer's name checked against its registry, importing Nevergrad) and
+  ``to_first_encode`` (the executor and worker start, models load, the first job begins);
 - ``model``: the backend's ``encode``; ``sampling``: its ``sample`` and ``exact``; ``aggregation``:
-  the aggregators applied to the samples (on a GPU the model and sampling wrappers synchronise the
-  device first and last, so asynchronous work lands where it is launched; that costs a little);
+  the aggregators applied to the samples, one by one or all of a cached draw's count at once
+  (``aggregate_all``) (on a GPU the model and sampling wrappers synchronise the device first and
+  last, so asynchronous work lands where it is launched; that costs a little);
 - ``optimizer``: the search's ``ask`` and ``tell`` (Nevergrad, or the grid of an exhaustive search);
 - ``store``: the driver's trial log, stored configs, run state and ``best/`` updates;
 - ``engine``: the rest after start-up (evaluation and search bookkeeping, acceptance, console).
+
+Per backend it also reports ``calls`` (of each category's wrapped functions, outermost or not),
+``aggregation_share`` (aggregation over the wall time), ``encodes`` and
+``encodes_per_trial`` (every ``encode`` of the run, acceptance and test windows included, over the
+trials logged) and ``per_trial_split_ms`` (each category after start-up, per trial).
+
+``--legacy`` also runs each backend on the engine's code path before issue 17 (``legacy_code_path``:
+aggregation point by point, caches per evaluator, the gate and test windows through the sample cache,
+Kronos' continuous clip), in the first ``--mode`` only, and reports ``speedup_vs_legacy``, that run's wall time
+over this one's (and ``speedup_vs_legacy_after_startup`` without the start-up, which is the same code in
+both and the noisiest part on a shared machine), and its ``legacy`` split and encodes.
 
 ``seed_loop_s`` estimates the seed script's per-window loop for the same work: one model call per
 window per run per trial for every symbol, plus the test windows and a model load per symbol. It is
@@ -38,6 +54,7 @@ T0 = time.perf_counter()  # the child's first line: start-up is measured from he
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -72,6 +89,7 @@ def config_text(directory: Path, symbols: list[str], backend: str, options: dict
 [data]
 directory = "{directory / 'data'}"
 symbols = {json.dumps(symbols)}
+{f"val_window = {args.windows}" if args.windows else ""}
 [evaluation]
 eval_runs = {args.runs}
 seed = 0
@@ -91,9 +109,9 @@ backend = "{backend}"
 """
 
 
-def run_child(config: Path, backend: str, args: argparse.Namespace) -> dict:
+def run_child(config: Path, backend: str, args: argparse.Namespace, legacy: bool = False) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(config), "--backend", backend,
-               "--device", args.device, "--loop-calls", str(args.loop_calls)]
+               "--device", args.device, "--loop-calls", str(args.loop_calls), *(["--legacy"] if legacy else [])]
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench_run child for {backend} failed:\n{out.stderr[-4000:]}")
@@ -117,6 +135,14 @@ def parent(args: argparse.Namespace) -> dict:
                 result = run_child(config, backend, args)
                 result.update(size=args.size if options else None, symbols=len(symbols), trials=args.trials,
                               runs=args.runs)
+                if args.legacy and mode == args.mode[0]:
+                    shutil.rmtree(directory / mode / backend)  # the legacy run starts from an empty store too
+                    old = run_child(config, backend, args, legacy=True)
+                    result["legacy"] = {k: old[k] for k in ("wall_s", "split_s", "aggregation_share", "per_trial_ms",
+                                                            "encodes", "encodes_per_trial", "trials_scored")}
+                    result["speedup_vs_legacy"] = old["wall_s"] / result["wall_s"]
+                    after = [r["wall_s"] - r["split_s"]["startup"] for r in (old, result)]
+                    result["speedup_vs_legacy_after_startup"] = after[0] / after[1]
                 results[backend if mode == args.mode[0] else f"{backend}_{mode}"] = result
     return results
 
@@ -129,6 +155,7 @@ class Clock:
 
     def __init__(self, sync):
         self.totals = dict.fromkeys(CATEGORIES, 0.0)
+        self.calls = dict.fromkeys(CATEGORIES, 0)
         self.active = False
         self.first_encode: float | None = None
         self.sync = sync
@@ -140,6 +167,7 @@ class Clock:
         def timed(*args, **kwargs):
             if category == "model" and clock.first_encode is None:
                 clock.first_encode = time.perf_counter()
+            clock.calls[category] += 1
             if clock.active or clock.first_encode is None:
                 return original(*args, **kwargs)
             clock.active = True
@@ -186,6 +214,35 @@ def zero_cost_plugin() -> type:
             register("zero", ZeroCost)
 
     return Plugin
+
+
+def legacy_code_path() -> None:
+    """The engine before issue 17, for ``--legacy``: each point of a cached draw applies its aggregator to its
+    own slice of the samples (sorting it) instead of looking it up in its count's table; every evaluator
+    has caches of its own (no reuse between the pooled stage and a symbol's search); the pooled gate and the
+    test windows go through the sample cache; Kronos searches a continuous clip."""
+    from compiled_opt.core.evaluate import CACHE_BYTES, SAMPLE_CACHE_BYTES, BoundedCache, CachedDraw, Caches, Evaluator
+    from compiled_opt.plugins.backends.kronos import KronosBackend
+    from compiled_opt.tuning.worker import Worker
+
+    CachedDraw.errors = lambda self, count, name, aggregator, batch: self.errors_of(count, aggregator, batch)
+    shared = Evaluator.__init__
+
+    def own_caches(self, *args, **kwargs):
+        shared(self, *args, **kwargs)
+        self.caches = Caches(BoundedCache(CACHE_BYTES), BoundedCache(SAMPLE_CACHE_BYTES))
+
+    Evaluator.__init__ = own_caches
+    memos = {}
+
+    def one_per_job(self, job, which, sample_cache):  # the gate scored through the search's own memo
+        key = (job.job_id, which)
+        if key not in memos:
+            memos[key] = self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric)
+        return memos[key]
+
+    Worker._evaluator = one_per_job
+    KronosBackend.default_space = {**KronosBackend.default_space, "clip": {"float": [1.0, 3.0]}}
 
 
 def seed_loop(name: str, spec, runtime, calls: int, symbols: list, trials: int, runs: int) -> dict:
@@ -260,7 +317,7 @@ def child(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from compiled_opt.core import registry
+    from compiled_opt.core import evaluate, registry
     from compiled_opt.core.aggregate import Aggregator
     from compiled_opt.core.config import load_config
     from compiled_opt.run.console import Console
@@ -270,6 +327,7 @@ def child(args: argparse.Namespace) -> dict:
     from compiled_opt.store.stores import read_trials
     from compiled_opt.tuning import search
 
+    marks = {"imports": time.perf_counter()}
     name = args.backend[0]
     registry.make_plugin_manager = functools.partial(registry.make_plugin_manager, extra=(zero_cost_plugin(),))
     cuda = args.device != "cpu"
@@ -278,29 +336,40 @@ def child(args: argparse.Namespace) -> dict:
     clock.wrap(cls, "encode", "model", synced=cuda)
     clock.wrap(cls, "sample", "sampling", synced=cuda)
     clock.wrap(cls, "exact", "sampling", synced=cuda)
+    if args.legacy:
+        legacy_code_path()
     clock.wrap(Aggregator, "__call__", "aggregation")
+    clock.wrap(evaluate, "aggregate_all", "aggregation")
     for owner in (search._Optimizer, search._Grid):
         clock.wrap(owner, "ask", "optimizer")
         clock.wrap(owner, "tell", "optimizer")
     for method in ("_on_batch", "_on_done", "_commit"):
         clock.wrap(Run, method, "store")
 
+    marks["plugins"] = time.perf_counter()
     config = load_config(args.child)
+    marks["config"] = time.perf_counter()
     run = Run(config, console=Console(stream=sys.stderr, level="warning"))
+    marks["run_checks"] = time.perf_counter()
     outcomes = run.execute()
     end = time.perf_counter()
     rows = read_trials(run.run_dir.path)
     searched = end - clock.first_encode
     split = {"startup": clock.first_encode - T0, **clock.totals}
     split["engine"] = searched - sum(clock.totals.values())
+    stamps = [("start", T0), *marks.items(), ("to_first_encode", clock.first_encode)]
     spec = next(iter(run.plan.models.values()))
     result = {
         "backend": name, "device": args.device, "mode": config.runtime.mode,
         "torch_threads": torch.get_num_threads(), "failed_jobs": sum(isinstance(o, JobId) for o in outcomes),
         "trials_scored": len(rows), "trials_cached": sum(r.cached for r in rows), "wall_s": end - T0,
         "split_s": split, "per_trial_ms": 1e3 * searched / max(len(rows), 1), "compiles": compiles(),
+        "startup_split_s": {k: t - stamps[i][1] for i, (k, t) in enumerate(stamps[1:])},
+        "calls": dict(clock.calls), "aggregation_share": split["aggregation"] / (end - T0),
+        "encodes": clock.calls["model"], "encodes_per_trial": clock.calls["model"] / max(len(rows), 1),
+        "per_trial_split_ms": {k: 1e3 * v / max(len(rows), 1) for k, v in split.items() if k != "startup"},
     }
-    if name != "zero":
+    if name != "zero" and not args.legacy:
         from compiled_opt.tuning.models import resolve_runtime
 
         runtime = resolve_runtime(config.runtime, "bench_run")
@@ -316,12 +385,15 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=4)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--runs", type=int, default=3, help="evaluation runs per config")
+    parser.add_argument("--windows", type=int, help="validation windows (data.val_window; default: the engine's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--size", default="base", choices=("tiny", "small", "base"), help="toto / kronos checkpoints")
     parser.add_argument("--mode", action="append", choices=("default", "fast"),
                         help="runtime.mode; repeat to compare (default: default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed by other load)")
     parser.add_argument("--loop-calls", type=int, default=3, help="seed-loop model calls timed (then scaled)")
+    parser.add_argument("--legacy", action="store_true",
+                        help="also run the aggregation before issue 17 and report speedup_vs_legacy")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -96,6 +96,8 @@ def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, ca
      "executor.options.gpus_per_worker"),
     (lambda c: c.replace("[search]", "[executor]\noptions = { workers = 2 }\n[search]"), "executor.options.workers"),
     (lambda c: c.replace("[search]", "[search]\nexhaustive = \"always\""), "search.exhaustive"),
+    (lambda c: c.replace("[search]", "[search]\noptimizer = \"NGopt\""), "search.optimizer: unknown optimizer 'NGopt';"
+     " did you mean 'NGOpt'"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, market_dir, capsys, edit, where):
     config = write_config(tmp_path, market_dir, trials=4)
@@ -437,3 +439,16 @@ def test_the_console_script_keeps_openmp_threads_from_spinning(monkeypatch):
         with pytest.raises(SystemExit):
             cli.console()
         assert os.environ["OMP_WAIT_POLICY"] == expected
+
+
+def test_a_run_scored_exhaustively_never_imports_nevergrad(tmp_path, market_dir):
+    """Nevergrad (and the SciPy and scikit-learn it imports) is start-up a grid search does not need."""
+    models = ('[models.bootstrap]\nbackend = "bootstrap"\n'
+              'space = { num_samples = { ordered = [32, 64] }, aggregate = { choice = ["mean", "median"] } }\n')
+    config = write_config(tmp_path, market_dir, trials=8, models=models)
+    script = ("import sys\nfrom compiled_opt.commands.cli import main\n"
+              f"code = main(['run', {str(config)!r}, '-q'])\n"
+              "sys.exit(code or ('nevergrad' in sys.modules and 'nevergrad was imported'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_trials(next((tmp_path / "runs").iterdir()))[0].params  # it ran, exhaustively

@@ -37,7 +37,6 @@ def test_defaults_fill_missing_sections(tmp_path):
     ("[search]\ntrails = 3", "search.trails", "did you mean 'trials'"),
     ("[search]\ntrials = 'x'", "search.trials", "expected int"),
     ("[search]\ntrials = 0", "search.trials", "at least 1"),
-    ("[search]\noptimizer = 'NGopt'", "search.optimizer", "did you mean 'NGOpt'"),
     ("[runtime]\ndevice = 'gpu'", "runtime.device", "allowed: auto, cpu, cuda"),
     ("[runtime]\nmode = 'turbo'", "runtime.mode", "allowed: default, fast"),
     ("[search]\nseed = -1", "search.seed", '"auto" or a non-negative integer'),

@@ -109,7 +109,7 @@ def test_errors_are_absolute_return_errors(evaluator, app_series):
     """Recompute window errors by hand for the mean aggregator: pred/last - 1 vs target/last - 1."""
     ev = evaluator(PARAMS, (5,))
     backend = evaluator.backend
-    batch, state, _ = evaluator._encoded(PARAMS)
+    batch, state, *_ = evaluator._encoded(PARAMS)
     samples = backend.sample(state, PARAMS, Draws((5,), batch.window_ids))
     pred = samples.mean(dim=2)[0, :, 0]
     close = app_series.values[:, 3]
@@ -209,7 +209,8 @@ def test_judge_pairs_only_evaluations_of_the_same_windows_and_seeds(evaluator, m
     with pytest.raises(ValueError, match="different seeds"):
         paired_differences(verdict.challenger, other)
     series = read_series(market_dir / "NU.parquet")
-    nu = Evaluator(BootstrapBackend(Runtime()), evaluator.aggregators, series, splits(len(series), 30, 20, 1).validation, 1)
+    rows = splits(len(series), 30, 20, 1).validation
+    nu = Evaluator(BootstrapBackend(Runtime()), evaluator.aggregators, series, rows, 1)
     with pytest.raises(ValueError, match="different windows"):
         paired_differences(verdict.challenger, nu(PARAMS, (1, 2, 3)))
 
@@ -225,3 +226,109 @@ def test_keyed_integers_are_uniform_on_their_range():
         assert stats.chisquare(counts).pvalue > 1e-4
     with pytest.raises(ValueError, match="high must be in"):
         draws.integers(0, "test.ints", 4)
+
+
+def all_aggregators():
+    plugins = Plugins.load()
+    return {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+
+
+@pytest.mark.parametrize("counts", [(1, 7, 64), (100, 333, 1024)])
+def test_sample_cache_tables_equal_each_aggregator_on_its_own_draw(app_series, counts):
+    """Every built-in aggregator at several counts, through the cache's tables (one sort and one weight-matrix
+    product per count of a 1024-sample draw), equals that aggregator applied to a draw of that count. The
+    errors are differences of returns (prices over the last close, about 1), so the product's other order of
+    summation shows as ~1e-15 absolute: 1e-12 relative, with 1e-13 absolute for errors near 0."""
+    rows = splits(len(app_series), 30, 20, 1).validation
+    backend = BootstrapBackend(Runtime())
+    cached = Evaluator(backend, all_aggregators(), app_series, rows, 1, max_samples=1024)
+    plain = Evaluator(backend, all_aggregators(), app_series, rows, 1)
+    for n in counts:
+        for name in cached.aggregators:
+            params = {**PARAMS, "num_samples": n, "aggregate": name}
+            got, want = cached(params, (1, 2, 3)), plain(params, (1, 2, 3))
+            for field in ("errors", "price_errors", "return_errors"):
+                np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-12,
+                                           atol=1e-13 if field != "price_errors" else 1e-10, err_msg=name)
+
+
+def test_points_differing_only_in_the_aggregator_are_one_lookup(app_series, monkeypatch):
+    """One draw serves every count and aggregator; each count is sorted once; no aggregator runs on its own."""
+    from compiled_opt.core import aggregate
+
+    sorts = []
+    original_sort = aggregate.sort_last
+    monkeypatch.setattr(aggregate, "sort_last", lambda x: sorts.append(x.shape[-1]) or original_sort(x))
+    monkeypatch.setattr(aggregate.Aggregator, "__call__", lambda *a, **k: pytest.fail("aggregated one by one"))
+    backend = CountingBootstrap(Runtime())
+    draws = []
+    original_sample = backend.sample
+    backend.sample = lambda state, params, d: draws.append(params["num_samples"]) or original_sample(state, params, d)
+    rows = splits(len(app_series), 30, 20, 1).validation
+    cached = Evaluator(backend, all_aggregators(), app_series, rows, 1, max_samples=256)
+    for n in (64, 256, 64):
+        for name in cached.aggregators:
+            cached({**PARAMS, "num_samples": n, "aggregate": name}, (1, 2, 3))
+    assert draws == [256] and sorts == [64, 256]
+
+
+def test_an_aggregator_that_is_no_l_statistic_is_applied_to_the_samples(app_series):
+    """A plugin's plain callable, or an Aggregator subclass with its own __call__, still gets its own value."""
+    from compiled_opt.core.aggregate import Aggregator
+
+    class Largest(Aggregator):
+        def __call__(self, samples, dim=-2):
+            return samples.amax(dim)
+
+    aggregators = {**all_aggregators(), "max": Largest("max"), "min": lambda samples, dim: samples.amin(dim)}
+    rows = splits(len(app_series), 30, 20, 1).validation
+    backend = BootstrapBackend(Runtime())
+    cached = Evaluator(backend, aggregators, app_series, rows, 1, max_samples=256)
+    batch, state, *_ = cached._encoded(PARAMS)
+    samples = backend.sample(state, {**PARAMS, "num_samples": 64}, Draws((1, 2), batch.window_ids))
+    for name, reduce in (("max", torch.amax), ("min", torch.amin)):
+        got = cached({**PARAMS, "num_samples": 64, "aggregate": name}, (1, 2))
+        np.testing.assert_allclose(got.price_errors, (reduce(samples, 2) - batch.target).abs().mean(-1).numpy(),
+                                   rtol=1e-12)
+    assert cached({**PARAMS, "num_samples": 64, "aggregate": "mean"}, (1, 2)).mean != got.mean
+
+
+def test_bounded_cache_keeps_the_most_recently_used_within_its_bytes():
+    from compiled_opt.core.evaluate import BoundedCache
+
+    cache = BoundedCache(max_bytes=3 * 800)
+    made = []
+    for key in ("a", "b", "c", "a", "d"):  # 100 float64 each: three fit
+        cache.get(key, lambda k=key: made.append(k) or torch.zeros(100, dtype=torch.float64))
+    assert made == ["a", "b", "c", "d"] and list(cache.entries) == ["c", "a", "d"] and cache.bytes == 2400
+    big = cache.get("e", lambda: {"x": torch.zeros(1000, dtype=torch.float64)})  # alone above the bound: kept
+    assert list(cache.entries) == ["e"] and cache.bytes == 8000 and cache.get("e", lambda: None) is big
+
+
+def test_evaluators_sharing_caches_reuse_each_others_encodes_and_draws(app_series, market_dir):
+    """A pooled stage's evaluator and the same symbol's own: one encode and one draw between them; other
+    rows or another symbol share nothing, and a shared result equals an unshared one."""
+    from compiled_opt.core.evaluate import Caches
+
+    caches = Caches.for_device("cpu")
+    backend = CountingBootstrap(Runtime())
+    draws = []
+    original = backend.sample
+    backend.sample = lambda state, params, d: draws.append(1) or original(state, params, d)
+    rows = splits(len(app_series), 30, 20, 1).validation
+
+    def evaluator(series, rows, shared=caches):
+        return Evaluator(backend, all_aggregators(), series, rows, 1, caches=shared, max_samples=256)
+
+    pooled, own = evaluator(app_series, rows), evaluator(app_series, rows)
+    first = pooled({**PARAMS, "aggregate": "median"}, (1, 2, 3))
+    again = own({**PARAMS, "aggregate": "median"}, (1, 2, 3))
+    assert backend.encodes == 1 and len(draws) == 1
+    np.testing.assert_array_equal(first.errors, again.errors)
+    alone = evaluator(app_series, rows, None)({**PARAMS, "aggregate": "median"}, (1, 2, 3))
+    np.testing.assert_array_equal(alone.errors, first.errors)
+    assert backend.encodes == 2 and len(draws) == 2
+    evaluator(app_series, range(rows.start - 1, rows.stop - 1))(PARAMS, (1, 2, 3))
+    nu = read_series(market_dir / "NU.parquet")
+    evaluator(nu, splits(len(nu), 30, 20, 1).validation)(PARAMS, (1, 2, 3))
+    assert backend.encodes == 4 and len(draws) == 4

@@ -219,3 +219,8 @@ def test_device_check_script_runs_at_tiny_size_on_cpu(tmp_path):
         bench = result["bench_run"][name]
         assert bench["device"] == "cpu" and bench["symbols"] == 2 and bench["trials"] == 4
         assert bench["wall_s"] > 0 and set(bench["split_s"]) >= {"model", "sampling", "optimizer", "store", "startup"}
+        assert bench["legacy"]["wall_s"] > 0 and bench["encodes"] >= 1
+    figures = result["figures"]
+    assert set(figures["startup_s"]) == {"toto", "kronos", "zero"} and figures["zero_ms_per_trial"] > 0
+    assert 0 < figures["toto_aggregation_share"] < 1 and figures["toto_speedup_vs_legacy"] > 0
+    assert figures["kronos_encodes_per_trial"] > 0 and figures["kronos_legacy_encodes_per_trial"] > 0

@@ -71,3 +71,45 @@ def test_false_gate_acceptances_happen_at_the_level_alpha():
         accepted.append(pooled_gate(evaluation(own), evaluation(pooled), 0.05).accept)
     rate = np.mean(accepted)
     assert abs(rate - 0.05) < 3 * np.sqrt(0.05 * 0.95 / 2000)
+
+
+def test_symbols_reuse_the_pooled_stages_encodes_and_draws_without_changing_a_score(tmp_path, market_dir, monkeypatch):
+    """A worker's caches serve the pooled stage and then each symbol's own search: the same trials and
+    scores as evaluators with caches of their own, with fewer encodes and draws."""
+    from compiled_opt.core.evaluate import CACHE_BYTES, SAMPLE_CACHE_BYTES, BoundedCache, Caches, Evaluator
+    from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
+
+    models = """
+[models.bootstrap]
+backend = "bootstrap"
+[models.bootstrap.space]
+lookback = { ordered = [20, 40] }
+num_samples = { ordered = [32, 64] }
+aggregate = { choice = ["mean", "median", "quantile_0.30"] }
+"""
+    calls = {"encode": 0, "sample": 0}
+    for method in calls:
+        original = getattr(BootstrapBackend, method)
+        monkeypatch.setattr(BootstrapBackend, method, lambda *a, _o=original, _m=method, **k:
+                            calls.__setitem__(_m, calls[_m] + 1) or _o(*a, **k))
+
+    def run(directory):
+        directory.mkdir()
+        config = write_config(directory, market_dir, trials=20, models=models, extra="[pooled]\nenabled = true\n")
+        config.write_text(config.read_text().replace("[search]\n", '[search]\nseed = 0\nexhaustive = "always"\n'))
+        calls.update(dict.fromkeys(calls, 0))
+        assert main(["run", str(config), "-q"]) == 0
+        rows = read_trials(next((directory / "runs").iterdir()))
+        return [(str(r.job), r.trial, r.params, r.score) for r in rows], dict(calls)
+
+    shared, shared_calls = run(tmp_path / "shared")
+    own = Evaluator.__init__
+
+    def own_caches(self, *args, **kwargs):
+        own(self, *args, **kwargs)
+        self.caches = Caches(BoundedCache(CACHE_BYTES), BoundedCache(SAMPLE_CACHE_BYTES))
+
+    monkeypatch.setattr(Evaluator, "__init__", own_caches)
+    alone, alone_calls = run(tmp_path / "alone")
+    assert sorted(shared) == sorted(alone) and len(shared) == 3 * 12  # the pooled stage and 2 symbols, 12 points each
+    assert shared_calls["encode"] < alone_calls["encode"] and shared_calls["sample"] < alone_calls["sample"]

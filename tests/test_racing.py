@@ -125,3 +125,31 @@ def test_racing_runs_end_to_end_from_the_config(tmp_path, market_dir, capsys):
     rows = read_trials(next((tmp_path / "runs").iterdir()))
     runs = {len(r.per_run) for r in rows if r.score is not None}
     assert runs <= {3, 6, 12} and 12 in runs  # leaders get every run, clearly worse candidates stop early
+
+
+def test_racing_through_tables_equals_aggregating_one_by_one(app_series, monkeypatch):
+    """A racing exhaustive search over counts and aggregators: the same trials, runs and recommendation
+    whether a cached draw's points come from its tables or from each aggregator on its own."""
+    from test_search import one_by_one
+
+    from compiled_opt.core.evaluate import CachedDraw
+
+    plugins = Plugins.load()
+    aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+    space = {"num_samples": Choices((32, 128), ordered=True), "aggregate": Choices(tuple(aggregators))}
+    rows = splits(len(app_series), 30, 20, 1).validation
+
+    def raced():
+        memo = ScoreMemo(Evaluator(BootstrapBackend(Runtime()), aggregators, app_series, rows, 1, max_samples=128))
+        race = Race(memo)
+        return search(race, space, dict(BootstrapBackend.defaults), SEEDS, optimizer="NGOpt", trials=100, batch=4,
+                      seed=0, exhaustive=True), race
+
+    tables, race = raced()
+    monkeypatch.setattr(CachedDraw, "errors", one_by_one)
+    old, old_race = raced()
+    assert [t.params for t in tables.trials] == [t.params for t in old.trials]
+    assert [t.evaluation.runs for t in tables.trials] == [t.evaluation.runs for t in old.trials]
+    assert 3 in {t.evaluation.runs for t in tables.trials}  # some candidates were stopped early
+    np.testing.assert_allclose([t.score for t in tables.trials], [t.score for t in old.trials], rtol=1e-12)
+    assert tables.recommendation == old.recommendation and race.summary() == old_race.summary()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 
 from compiled_opt.core.backend import Runtime
@@ -14,7 +15,16 @@ from compiled_opt.core.evaluate import Evaluator
 from compiled_opt.core.registry import Plugins
 from compiled_opt.core.space import Choices, Range, parametrization, parse_space
 from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
-from compiled_opt.tuning.search import Logged, ResumeMismatch, ScoreMemo, SearchFailed, exhaustive_cost, search
+from compiled_opt.tuning.search import (
+    CACHED_COUNT_COST,
+    CACHED_POINT_COST,
+    Logged,
+    ResumeMismatch,
+    ScoreMemo,
+    SearchFailed,
+    exhaustive_cost,
+    search,
+)
 
 SPACE = {"lookback": Range(10, 120, integer=True), "vol_scale": Range(0.3, 2.0, log=True),
          "aggregate": Choices(("mean", "median", "quantile_0.30")), "num_samples": Choices((32, 64, 128), ordered=True)}
@@ -28,7 +38,8 @@ SUGGESTED = ("NGOpt", "CMA", "TwoPointsDE", "PortfolioDiscreteOnePlusOne", "Disc
 def make_evaluator(series) -> ScoreMemo:
     plugins = Plugins.load()
     rows = splits(len(series), 30, 20, 1).validation
-    return ScoreMemo(Evaluator(BootstrapBackend(Runtime()), {n: plugins.aggregators.get(n) for n in plugins.aggregators},
+    aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+    return ScoreMemo(Evaluator(BootstrapBackend(Runtime()), aggregators,
                                series, rows, 1))
 
 
@@ -67,7 +78,8 @@ def test_incumbent_is_the_first_candidate(evaluator):
 @pytest.mark.parametrize("outside", [{"lookback": 500}, {"lookback": 12.6}])
 def test_incumbent_outside_the_space_is_not_suggested(evaluator, outside):
     """Out of range, or a fraction for an integer parameter (it would be evaluated as another value)."""
-    result, _ = run(evaluator, incumbent={**BASE, "vol_scale": 0.9, "aggregate": "median", "num_samples": 64, **outside})
+    incumbent = {**BASE, "vol_scale": 0.9, "aggregate": "median", "num_samples": 64, **outside}
+    result, _ = run(evaluator, incumbent=incumbent)
     assert not result.incumbent_suggested and result.trials[0].params["lookback"] != outside["lookback"]
 
 
@@ -157,8 +169,10 @@ def test_exhaustive_scores_every_grid_point_and_finds_the_exact_best(evaluator):
 def test_exhaustive_cost_counts_shared_draws():
     space = parse_space({"num_samples": {"ordered": [64, 128, 256]}, "aggregate": {"choice": ["mean", "median"]},
                          "context_length": {"ordered": [128, 256]}}, "s")
-    assert exhaustive_cost(space, None) == 12 * 1 / 2 + 6 * 0.05  # aggregates share a draw
-    assert exhaustive_cost(space, "num_samples") == 2 + 10 * 0.05  # and counts are slices of the largest
+    # aggregates share a draw and its table; each point is a lookup
+    assert exhaustive_cost(space, None) == pytest.approx(6 + 6 * CACHED_COUNT_COST + 12 * CACHED_POINT_COST)
+    # counts are prefixes of the largest draw, each with its own table
+    assert exhaustive_cost(space, "num_samples") == pytest.approx(2 + 6 * CACHED_COUNT_COST + 12 * CACHED_POINT_COST)
     assert exhaustive_cost({"x": Range(0, 1)}, None) is None
 
 
@@ -189,3 +203,32 @@ def test_default_spaces_are_explored(market_dir):
         recommendations.append(tuple(sorted(result.recommendation.items())))
     assert len(set(recommendations)) == 3
 
+
+
+def one_by_one(self, count, name, aggregator, batch):
+    """The aggregation before tables: each point applies its aggregator to its own slice of the cached draw."""
+    return self.errors_of(count, aggregator, batch)
+
+
+def test_exhaustive_search_through_tables_equals_aggregating_one_by_one(app_series, monkeypatch):
+    """Every point of a grid of counts, aggregators and lookbacks: the same trials in the same order, scores
+    equal to 1e-12 (the tables sum in another order), the same recommendation."""
+    from compiled_opt.core.evaluate import CachedDraw
+
+    plugins = Plugins.load()
+    aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
+    space = {"num_samples": Choices((16, 48, 128), ordered=True), "aggregate": Choices(tuple(aggregators)),
+             "lookback": Choices((20, 60), ordered=True)}
+    rows = splits(len(app_series), 30, 20, 1).validation
+
+    def exhaustive():
+        memo = ScoreMemo(Evaluator(BootstrapBackend(Runtime()), aggregators, app_series, rows, 1, max_samples=128))
+        return search(memo, space, BASE, SEEDS, optimizer="NGOpt", trials=1000, batch=4, seed=0, exhaustive=True)
+
+    tables = exhaustive()
+    monkeypatch.setattr(CachedDraw, "errors", one_by_one)
+    old = exhaustive()
+    assert len(tables.trials) == 3 * len(aggregators) * 2
+    assert [t.params for t in tables.trials] == [t.params for t in old.trials]
+    np.testing.assert_allclose([t.score for t in tables.trials], [t.score for t in old.trials], rtol=1e-12)
+    assert tables.recommendation == old.recommendation

@@ -14,12 +14,17 @@ distribution, exactly (``exact``). The built-in names (``compiled_opt.plugins.ag
 - ``trimmed_mean_P``: the mean after dropping the lowest and the highest k samples, p = P/100;
 - ``lower_trimmed_mean_P`` / ``upper_trimmed_mean_P``: drop only the lowest / highest k;
 - ``winsorized_mean_P``: the lowest k samples set to x_(k), the highest k to x_(S-1-k), then the mean.
+
+On samples, an L-statistic is a weighted sum of the sorted samples (``Aggregator.weights``), so
+``aggregate_all`` computes any number of them with one sort and one product with their weight
+matrix; the evaluator does that once per cached draw and sample count (``core.evaluate``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -38,16 +43,41 @@ class Aggregator:
 
     def __call__(self, samples: torch.Tensor, dim: int = -2) -> torch.Tensor:
         """Aggregate ``samples`` along ``dim`` (the sample axis)."""
-        if (self.lo, self.hi, self.weight) == (0.0, 1.0, 1.0):
+        if (self.lo, self.hi, self.weight, self.atoms) == (0.0, 1.0, 1.0, ()):
             return samples.mean(dim)
         x = sort_last(samples.movedim(dim, -1))
-        n = x.shape[-1]
+        total = sum(a * _order_quantile(x, q) for q, a in self.atoms)
         if self.weight == 0.0:
-            return sum(a * _order_quantile(x, q) for q, a in self.atoms)
-        cut_lo, cut_hi = int(np.floor(self.lo * n + 1e-9)), int(np.floor((1 - self.hi) * n + 1e-9))
+            return total
+        n = x.shape[-1]
+        cut_lo, cut_hi = self.cuts(n)
         if self.winsorize:
-            return x.clamp(x[..., cut_lo : cut_lo + 1], x[..., n - 1 - cut_hi : n - cut_hi]).mean(-1)
-        return x[..., cut_lo : n - cut_hi].mean(-1)
+            part = x.clamp(x[..., cut_lo : cut_lo + 1], x[..., n - 1 - cut_hi : n - cut_hi]).mean(-1)
+        else:
+            part = x[..., cut_lo : n - cut_hi].mean(-1)
+        return part if (self.weight, self.atoms) == (1.0, ()) else self.weight * part + total
+
+    def cuts(self, n: int) -> tuple[int, int]:
+        """How many of ``n`` sorted samples the interval [lo, hi] cuts from the low and the high end."""
+        return int(np.floor(self.lo * n + 1e-9)), int(np.floor((1 - self.hi) * n + 1e-9))
+
+    def weights(self, n: int) -> np.ndarray:
+        """``[n]`` float64: the weights of ``n`` sorted samples whose sum is the aggregate (``__call__``'s)."""
+        w = np.zeros(n)
+        if self.weight:
+            cut_lo, cut_hi = self.cuts(n)
+            if self.winsorize:  # clamped to the interval's ends: the cut samples count at those ends
+                w[cut_lo : n - cut_hi] = 1.0 / n
+                w[cut_lo] += cut_lo / n
+                w[n - 1 - cut_hi] += cut_hi / n
+            else:
+                w[cut_lo : n - cut_hi] = 1.0 / (n - cut_lo - cut_hi)
+            w *= self.weight
+        for q, a in self.atoms:
+            lo, hi, frac = _order_position(n, q)
+            w[lo] += a * (1.0 - frac)
+            w[hi] += a * frac
+        return w
 
     def exact(self, quantile: Callable[[torch.Tensor], torch.Tensor], nodes: int = 64) -> torch.Tensor:
         """The aggregate of a known distribution, from its quantile function.
@@ -81,12 +111,37 @@ def sort_last(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sort(x.numpy(), axis=-1))
 
 
+def is_l_statistic(aggregator: Callable) -> bool:
+    """Whether ``aggregator`` is an ``Aggregator`` computed by its weights (a plugin's subclass that
+    overrides ``__call__``, or any other callable, is not)."""
+    return isinstance(aggregator, Aggregator) and type(aggregator).__call__ is Aggregator.__call__
+
+
+@lru_cache(maxsize=32)
+def weight_matrix(aggregators: tuple[Aggregator, ...], n: int) -> np.ndarray:
+    """``[n, len(aggregators)]``: each aggregator's ``weights(n)`` as a column."""
+    return np.stack([a.weights(n) for a in aggregators], axis=-1)
+
+
+def aggregate_all(samples: torch.Tensor, aggregators: Sequence[Aggregator], dim: int = -2) -> torch.Tensor:
+    """Every one of ``aggregators`` (L-statistics) of ``samples`` along ``dim``, in float64: the sample
+    axis removed and one aggregator per entry of a new last axis. The samples are sorted once and
+    multiplied by the aggregators' weight matrix."""
+    x = sort_last(samples.movedim(dim, -1)).double()
+    return x @ torch.from_numpy(weight_matrix(tuple(aggregators), x.shape[-1])).to(x.device)
+
+
+def _order_position(n: int, q: float) -> tuple[int, int, float]:
+    """Quantile ``q`` of ``n`` sorted samples lies between positions ``lo`` and ``hi``, ``frac`` of the way."""
+    h = (n - 1) * q
+    lo = int(np.floor(h))
+    return lo, min(lo + 1, n - 1), h - lo
+
+
 def _order_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
     """Quantile ``q`` of sorted ``x`` by linear interpolation between order statistics (numpy's default)."""
-    h = (x.shape[-1] - 1) * q
-    lo = int(np.floor(h))
-    hi = min(lo + 1, x.shape[-1] - 1)
-    return x[..., lo] + (h - lo) * (x[..., hi] - x[..., lo])
+    lo, hi, frac = _order_position(x.shape[-1], q)
+    return x[..., lo] + frac * (x[..., hi] - x[..., lo])
 
 
 def mean() -> Aggregator:

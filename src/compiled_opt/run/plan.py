@@ -22,7 +22,7 @@ from compiled_opt.store.records import JobId, ReferenceKind, Stage, StoredRecord
 from compiled_opt.store.stores import ConfigStore
 from compiled_opt.tuning.jobs import JobSpec, SearchSpec, Seeds, logged_trials
 from compiled_opt.tuning.models import ModelSpec, make_model_spec
-from compiled_opt.tuning.search import Logged, exhaustive_cost
+from compiled_opt.tuning.search import Logged, check_optimizer, exhaustive_cost
 
 
 def load_symbols(config: Config) -> list[Series]:
@@ -56,6 +56,8 @@ class Plan:
         self.config, self.plugins, self.run_id, self.run_seed = config, plugins, run_id, run_seed
         self.models = {name: make_model_spec(mc, plugins, config) for name, mc in config.models.items()}
         self.exhaustive = {name: self._exhaustive(model) for name, model in self.models.items()}
+        if not all(self.exhaustive.values()):  # only a Nevergrad search imports Nevergrad
+            check_optimizer(config.search.optimizer, config.where("search.optimizer"))
         self.skipped: dict[str, str] = {}  # symbol -> why (data.short_history)
         self.series = self._with_history(load_symbols(config))
         self.store = ConfigStore(config.output.directory)

@@ -15,7 +15,7 @@ from scipy import stats as st
 from compiled_opt.core.backend import ModelBackend, Runtime
 from compiled_opt.core.data import Series
 from compiled_opt.core.errors import UsageError
-from compiled_opt.core.evaluate import Evaluation, Evaluator, PooledEvaluator
+from compiled_opt.core.evaluate import Caches, Evaluation, Evaluator, PooledEvaluator
 from compiled_opt.core.registry import Plugins
 from compiled_opt.core.stats import window_standard_error
 from compiled_opt.store.records import Gate, TrialRow
@@ -37,6 +37,8 @@ class Worker:
         where = f"{setup.config_path}: runtime.device"
         self.runtime: Runtime = resolve_runtime(setup.runtime, where)
         self.aggregators = {name: self.plugins.aggregators.get(name) for name in self.plugins.aggregators}
+        # shared by every job: a symbol's own search reuses the encodes and draws of the pooled stage's search
+        self.caches = Caches.for_device(self.runtime.device)
         self.backends: dict[str, ModelBackend] = {
             name: build_backend(spec, self.plugins, self.model_runtime(name), f"{setup.config_path}: models.{name}")
             for name, spec in setup.models.items()
@@ -48,24 +50,27 @@ class Worker:
 
     def model_runtime(self, name: str) -> Runtime:
         """The worker's runtime with model ``name``'s dtype."""
-        return dataclasses.replace(self.runtime, dtype=getattr(torch, self.setup.dtypes.get(name, self.setup.runtime.dtype)))
+        dtype = self.setup.dtypes.get(name, self.setup.runtime.dtype)
+        return dataclasses.replace(self.runtime, dtype=getattr(torch, dtype))
 
     def evaluator(self, model: str, series: Sequence[Series], rows: Sequence[range], horizon: int,
-                  metric: str) -> ScoreMemo:
-        """Scores configs of ``model`` on the given rows of each series (several: pooled), memoised."""
+                  metric: str, sample_cache: bool = True) -> ScoreMemo:
+        """Scores configs of ``model`` on the given rows of each series (several: pooled), memoised; with
+        ``sample_cache`` (for many configs, as a search scores) through the model's sample cache."""
         spec = self.setup.models[model]
-        parts = [Evaluator(self.backends[model], self.aggregators, s, r, horizon, metric, name=spec.backend,
-                           max_samples=spec.max_samples) for s, r in zip(series, rows, strict=True)]
+        max_samples = spec.max_samples if sample_cache else None
+        parts = [Evaluator(self.backends[model], self.aggregators, s, r, horizon, metric, self.caches,
+                           name=spec.backend, max_samples=max_samples) for s, r in zip(series, rows, strict=True)]
         return ScoreMemo(parts[0] if len(parts) == 1 else PooledEvaluator(parts))
 
-    def _evaluator(self, job: JobSpec, which: str) -> ScoreMemo:
-        return self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric)
+    def _evaluator(self, job: JobSpec, which: str, sample_cache: bool) -> ScoreMemo:
+        return self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric, sample_cache)
 
     def run(self, job: JobSpec, emit: Callable[[TrialBatch], None]) -> JobResult:
         """Search, gate against the pooled config, judge against the reference, score the test windows."""
         spec = self.setup.models[job.model]
         policy: Policy = self.plugins.policies.build(job.policy, job.policy_options, "acceptance.options")
-        validation = self._evaluator(job, "validation")
+        validation = self._evaluator(job, "validation", sample_cache=True)
         s = job.search
         scorer = validation if s.racing_max_runs is None else Race(validation, max_runs=s.racing_max_runs,
                                                                    replay=job.replay)
@@ -74,11 +79,12 @@ class Worker:
                         replay=job.replay, on_batch=lambda trials: emit(_batch(job, trials)))
         challenger, gate = result.recommendation, None
         if job.pooled is not None and params_key(challenger) != params_key(job.pooled):
-            gate = pooled_gate(validation(challenger, job.seeds.gate), validation(job.pooled, job.seeds.gate),
+            once = self._evaluator(job, "validation", sample_cache=False)  # two configs on seeds of their own
+            gate = pooled_gate(once(challenger, job.seeds.gate), once(job.pooled, job.seeds.gate),
                                job.pooled_alpha)
             challenger = challenger if gate.accept else job.pooled
         verdict = judge(policy, validation, challenger, job.reference, job.seeds.search, job.seeds.decision)
-        test = self._evaluator(job, "test")
+        test = self._evaluator(job, "test", sample_cache=False)  # three configs at most: each draws its own count
         configs = {"challenger": challenger, "reference": job.reference, "defaults": spec.defaults}
         runtime = self.backends[job.model].runtime
         return JobResult(

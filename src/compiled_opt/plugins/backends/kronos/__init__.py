@@ -171,7 +171,7 @@ class KronosBackend(ModelBackend):
         "top_k": {"choice": [0, 12, 16, 20, 24, 28, 32, 40, 48]},
         "sample_count": {"ordered": [96, 128, 160, 192, 224, 256, 320]},
         "max_context": {"ordered": [128, 192, 224, 256, 320]},
-        "clip": {"float": [1.0, 3.0]},
+        "clip": {"ordered": [1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0]},  # a grid: encodes repeat
         "aggregate": {"choice": [a.name for a in builtin_aggregators()]},
     }
     encode_keys = ("max_context", "clip")
