@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +39,34 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
     configs), and, with ``sync_dir``, the folder after it, so the rename itself survives one; logs
     that a resumed run can recompute skip both.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    atomic_write_all([(Path(path), write)], durable, sync_dir)
+
+
+def atomic_write_all(files: Sequence[tuple[Path, Callable[[Path], None]]], durable: bool = True,
+                     sync_dir: bool = True) -> None:
+    """``atomic_write`` for several files at once: every temp file is written before the first rename, so a
+    failure while writing (e.g. a full disk) leaves every file as it was."""
+    temps: list[Path] = []
     try:
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _new_file_mode())  # not mkstemp's 0600
-        write(Path(tmp))
-        if durable:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for path, write in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(Path(tmp))
+            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _new_file_mode())  # not mkstemp's 0600
+            write(Path(tmp))
+            if durable:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        for (path, _), tmp in zip(files, temps, strict=True):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
     if durable and sync_dir:
-        fsync_dir(path.parent)
+        for directory in dict.fromkeys(path.parent for path, _ in files):
+            fsync_dir(directory)
 
 
 def _new_file_mode() -> int:
