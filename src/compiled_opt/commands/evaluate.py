@@ -19,7 +19,7 @@ from compiled_opt.run.plan import load_symbols
 from compiled_opt.store.records import OutOfSample
 from compiled_opt.store.stores import ConfigStore
 from compiled_opt.tuning.jobs import WorkerSetup
-from compiled_opt.tuning.models import make_model_spec
+from compiled_opt.tuning.models import check_stored, make_model_spec
 from compiled_opt.tuning.worker import Worker
 
 
@@ -68,6 +68,8 @@ def forward_test(config: Config, plugins: Plugins | None = None, last: int | Non
         picked = target_rows(len(s), horizon, last, rows, config.data.test_window)
         for name, spec in models.items():
             record = store.load(name, s.symbol)
+            if record is not None:
+                check_stored(record, plugins, str(store.path(name, s.symbol)))
             params = spec.params(record)
             if params is None:
                 continue
