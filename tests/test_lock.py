@@ -172,3 +172,39 @@ def test_a_lock_in_a_new_folder_leaves_nothing_when_let_go(tmp_path):
     lock.release()
     lock.release()
     assert not (tmp_path / "a").exists()
+
+
+CONTEND = """
+import os, sys, time
+from pathlib import Path
+from compiled_opt.core.errors import UsageError
+from compiled_opt.store.lock import Lock
+
+path, inside, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+held = clashes = 0
+for _ in range(rounds):
+    try:
+        lock = Lock.acquire(path, f"R{os.getpid()}", "the output folder", "here")
+    except UsageError:
+        time.sleep(0.001)
+        continue
+    fd = os.open(inside, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fails if another holder is inside too
+    held += 1
+    time.sleep(0.002)
+    os.close(fd)
+    os.unlink(inside)
+    lock.release()  # removes the lock file: the next holder locks a new one
+print(held)
+"""
+
+
+def test_processes_contending_for_a_lock_never_hold_it_together(tmp_path):
+    """Eight processes take and let go of one lock (which removes its file) hundreds of times; a file only the
+    holder creates and removes shows that no two ever held it at once."""
+    path, inside = tmp_path / LOCK_NAME, tmp_path / "inside"
+    procs = [subprocess.Popen([sys.executable, "-c", CONTEND, str(path), str(inside), "300"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    assert sum(int(out) for out, _ in results) > 50  # they did take turns
+    assert not path.exists() and not inside.exists()

@@ -21,7 +21,7 @@ from compiled_opt.tuning.models import ModelSpec
 MAX_TRIALS = 100_000  # per job: 1000 times the default budget
 MAX_RUNS = 1_000  # evaluation runs per config (the default is 3; the Monte Carlo error at 1000 is 5% of one run's)
 # Peak bytes per drawn sample: the sample, its draw index, the aggregator's sorted copy and a temporary
-# (bootstrap measured 26 at 40 runs x 250 windows x 1024 samples).
+# (bootstrap: 24 to 26 at 48 runs x 250 windows x 1024 samples, tests/test_limits.py).
 BYTES_PER_SAMPLE = 32
 HATCH = "--allow-large to run it anyway"
 LABELS = ("runs", "windows", "samples", "steps")  # of ``_factors``
