@@ -87,9 +87,9 @@ class Lock:
         previous = Holder.read(fd)
         me = Holder(os.getpid(), socket.gethostname(), run_id, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         if previous is not None and (previous.host != me.host or previous.alive()):
-            os.close(fd)  # a lock file system calls cannot see (another host's, or no flock here): theirs
-            where_ = "still runs" if previous.host == me.host else "may still run: this host cannot tell"
-            raise UsageError(f"{what} is locked by {previous}, which {where_}; if it has stopped, delete {path}",
+            os.close(fd)  # a holder flock cannot see (another host's, or a file system without flock): theirs
+            state = "still runs" if previous.host == me.host else "may still run: this host cannot tell"
+            raise UsageError(f"{what} is locked by {previous}, which {state}; if it has stopped, delete {path}",
                              where)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(asdict(me)).encode(), 0)

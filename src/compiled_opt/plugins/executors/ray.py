@@ -65,9 +65,9 @@ def _loopback(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    from ray._private import ray_constants
+    from ray._private import ray_constants  # tested with Ray 2.60 (tests/test_ray_network.py)
 
-    before, constant = os.environ.get(LOCAL_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    before, constant = os.environ.get(LOCAL_ONLY), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
     os.environ[LOCAL_ONLY], ray_constants.ENABLE_RAY_CLUSTER = "0", False
     try:
         yield
@@ -130,7 +130,7 @@ class RayExecutor(Executor):
             level = quiet.level
             quiet.setLevel(logging.ERROR)
             try:
-                with _loopback(not self.address and self.bind == "loopback"):
+                with _loopback(not (self.address or os.environ.get("RAY_ADDRESS")) and self.bind == "loopback"):
                     ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
                              configure_logging=False)
             finally:
