@@ -15,6 +15,7 @@ import pytest
 from conftest import write_config
 
 from compiled_opt.commands.cli import main
+from compiled_opt.store.lock import LOCK_NAME
 from compiled_opt.store.stores import read_trials
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,13 +254,23 @@ def test_an_unwritable_config_file_fails_only_its_symbol(tmp_path, market_dir, c
     assert (tmp_path / "hyperparams" / "bootstrap" / "APP.json").is_file()
 
 
-def test_an_unwritable_output_folder_fails_every_job_but_prints_the_summary(tmp_path, market_dir, capsys):
+def test_an_unwritable_model_folder_fails_every_job_but_prints_the_summary(tmp_path, market_dir, capsys):
     config = write_config(tmp_path, market_dir, trials=4)
-    (tmp_path / "hyperparams").write_text("not a folder")
+    (tmp_path / "hyperparams").mkdir()
+    (tmp_path / "hyperparams" / "bootstrap").write_text("not a folder")
     assert main(["run", str(config)]) == 1
     out = capsys.readouterr().out
     assert out.count("FAILED") == 2 and "2 failed" in out and "test MAE vs defaults" not in out
-    assert (tmp_path / "hyperparams").read_text() == "not a folder"
+    assert (tmp_path / "hyperparams" / "bootstrap").read_text() == "not a folder"
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path, market_dir, capsys):
+    config = write_config(tmp_path, market_dir, trials=4)
+    (tmp_path / "hyperparams").write_text("not a folder")
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "output.directory: cannot lock the output folder" in err
+    assert (tmp_path / "hyperparams").read_text() == "not a folder" and not (tmp_path / "runs").exists()
 
 
 # --- atomic writes ---------------------------------------------------------------------------------
@@ -290,13 +301,15 @@ def test_a_run_killed_between_write_and_rename_leaves_the_old_config(tmp_path, m
     after = snapshot(tmp_path / "hyperparams")
     assert after["bootstrap/APP.json"] == before["bootstrap/APP.json"]
     # The group commit writes NU's file beside APP's, so NU may be old or new, never a part; what the kill
-    # leaves behind are hidden temp files of the configs being written, and never a config.
+    # leaves behind are hidden temp files of the configs being written and the dead run's lock, never a config.
     assert json.loads(after["bootstrap/NU.json"])["symbol"] == "NU"
     leftovers = [name for name in after if name not in before]
+    assert after.pop(LOCK_NAME) and leftovers.pop(leftovers.index(LOCK_NAME))
     assert leftovers and all(Path(name).name.startswith((".APP.json.", ".NU.json.")) and name.endswith(".tmp")
                              for name in leftovers)
     assert any(Path(name).name.startswith(".APP.json.") for name in leftovers)
-    assert main(["run", str(config)]) == 0  # a leftover temp file is never read as a config
+    assert main(["run", str(config)]) == 0  # a leftover temp file is never read as a config; the lock is taken over
+    assert not (tmp_path / "hyperparams" / LOCK_NAME).exists()
 
 
 # --- commands --------------------------------------------------------------------------------------

@@ -100,22 +100,28 @@ def test_import_matches_columns_in_any_order_and_case(tmp_path: Path) -> None:
 VOLUME,Low,DATE,High,Close,Open
 1000,9,2024-01-02,12,11,10
 2000,10,2024-01-03,13,12,11
+2000,10,2024-01-04,13,12,11
+2000,10,2024-01-05,13,12,11
+2000,10,2024-01-06,13,12,11
 """,
     )
     series = read_series(import_csv(path, tmp_path, symbol="mine"))
     assert series.symbol == "MINE"
-    assert series.values[:, :5].tolist() == [[10, 12, 9, 11, 1000], [11, 13, 10, 12, 2000]]
+    assert series.values[:2, :5].tolist() == [[10, 12, 9, 11, 1000], [11, 13, 10, 12, 2000]]
 
 
 def test_import_accepts_epoch_seconds_and_mixed_offsets(tmp_path: Path) -> None:
-    epoch = write_csv(tmp_path / "e.csv", "timestamp,open,high,low,close,volume\n1700000000,1,2,1,1,5\n1700086400,1,2,1,1,5")
-    assert read_series(import_csv(epoch, tmp_path)).time.tolist() == [1700000000, 1700086400]
+    later = "".join(f"\n{1700086400 + 86400 * i},1,2,1,1,5" for i in range(1, 4))  # a file needs 5 rows
+    epoch = write_csv(tmp_path / "e.csv",
+                      "timestamp,open,high,low,close,volume\n1700000000,1,2,1,1,5\n1700086400,1,2,1,1,5" + later)
+    assert read_series(import_csv(epoch, tmp_path)).time.tolist()[:2] == [1700000000, 1700086400]
     mixed = write_csv(
         tmp_path / "m.csv",
-        "timestamp,open,high,low,close,volume\n2024-01-01 00:00:00,1,2,1,1,5\n2024-01-02T01:00:00+01:00,1,2,1,1,5",
+        "timestamp,open,high,low,close,volume\n2024-01-01 00:00:00,1,2,1,1,5\n2024-01-02T01:00:00+01:00,1,2,1,1,5"
+        + "".join(f"\n2024-01-0{d}T00:00:00Z,1,2,1,1,5" for d in (3, 4, 5)),
     )
     day = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
-    assert read_series(import_csv(mixed, tmp_path)).time.tolist() == [day, day + 86400]
+    assert read_series(import_csv(mixed, tmp_path)).time.tolist()[:2] == [day, day + 86400]
 
 
 @pytest.mark.parametrize(
@@ -186,7 +192,8 @@ def test_import_of_several_files_is_all_or_nothing(tmp_path: Path) -> None:
 def test_import_keeps_a_numeric_symbol_as_written(tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "hk.csv",
-        "timestamp,open,high,low,close,volume,vwap,symbol\n2024-01-01T00:00:00Z,1,2,1,1,5,1,0700",
+        "timestamp,open,high,low,close,volume,vwap,symbol" + "".join(f"\n2024-01-0{d}T00:00:00Z,1,2,1,1,5,1,0700"
+                                                                     for d in range(1, 6)),
     )
     assert import_csv(path, tmp_path).name == "0700.parquet"
 

@@ -256,7 +256,8 @@ def test_decide_alone_is_the_fixed_paired_test():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"max_runs": 1}, "max_runs: must be an integer of at least 2"),
+    ({"max_runs": 1}, "max_runs: must be an integer from 2 to 1000"),
+    ({"max_runs": 1001}, "max_runs: must be an integer from 2 to 1000"),
     ({"spending": "linear"}, "spending: must be one of 'pocock', 'obrien_fleming'"),
     ({"futility": 1.0}, r"futility: must be a conditional power in \[0, 1\)"),
     ({"alpha": 0.7}, "alpha: must be between 0 and 0.5"),

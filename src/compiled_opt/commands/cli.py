@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=_positive("--trials"), help="overrides search.trials")
     run.add_argument("--eval-runs", type=_positive("--eval-runs"), help="overrides evaluation.eval_runs")
     run.add_argument("--force", action="store_true", help="store the new config even without improvement")
+    run.add_argument("--allow-large", action="store_true",
+                     help="lift the limits on trials, runs, threads and memory (see README: limits)")
     _output_flag(run, "write stored configs to DIR/hyperparams and run logs to DIR/runs (overrides [output])")
     run.add_argument("--executor", help="overrides executor.name (local, ray, ...)")
     run.add_argument("--ray-address", help="overrides executor.options.address (a running Ray cluster; default: start"
@@ -153,7 +155,8 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console(level=args.log_level, json_summary=args.json)
     config = load_config(args.config, _overrides(args))
-    results = Run(config, console=console, resume=args.resume, debug=args.log_level == "debug").execute()
+    results = Run(config, console=console, resume=args.resume, debug=args.log_level == "debug",
+                  allow_large=args.allow_large).execute()
     return 1 if any(isinstance(r, JobId) for r in results) else 0  # a failed job's result is its id
 
 

@@ -26,7 +26,7 @@ from compiled_opt.run.plan import load_symbols
 from compiled_opt.store.records import OutOfSample
 from compiled_opt.store.stores import ConfigStore
 from compiled_opt.tuning.jobs import WorkerSetup
-from compiled_opt.tuning.models import make_model_spec
+from compiled_opt.tuning.models import check_stored, make_model_spec
 from compiled_opt.tuning.worker import Worker
 
 
@@ -103,6 +103,8 @@ def forward_test(config: Config, plugins: Plugins | None = None, pick: Selection
         picked = target_rows(s, d.horizon, pick, d.test_window)
         for name, spec in models.items():
             record = store.load(name, s.symbol)
+            if record is not None:
+                check_stored(record, plugins, str(store.path(name, s.symbol)))
             params = spec.params(record)
             if params is None:
                 continue

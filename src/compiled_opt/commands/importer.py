@@ -7,15 +7,13 @@ Column names are matched case-insensitively and in any order. The header decides
 - the old script's: ``timestamp,open,high,low,close,volume[,amount]``
 
 Timestamps may be dates, ISO-8601 times (without an offset they are taken as UTC) or integer
-epoch seconds. The symbol is the ``symbol`` column's single value, else the file name, upper-cased.
+epoch seconds. The symbol is the ``symbol`` column's single value, else the file name, upper-cased, and
+must be a symbol name (``core.names``). A file needs at least ``MIN_ROWS`` data rows.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,10 +24,12 @@ import pyarrow.parquet as pq
 
 from compiled_opt.core.data import REQUIRED, series_from_table, symbol_path
 from compiled_opt.core.errors import UsageError
+from compiled_opt.core.names import check_symbol
+from compiled_opt.store.stores import atomic_write_all
 
 TIME = pa.timestamp("s", tz="UTC")
 NUMBERS = REQUIRED[1:]
-SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]*")
+MIN_ROWS = 5  # the fewest any run can use: 2 validation and 2 test windows, and a row of history before them
 
 
 def csv_line(row: int) -> str:
@@ -46,13 +46,13 @@ def import_csvs(paths: list[Path], out_dir: Path) -> list[Path]:
         if symbol in tables:
             raise UsageError(f"symbol {symbol} again: {tables[symbol][0]} holds it too", str(path))
         tables[symbol] = (Path(path), table)
-    return [_write_atomically(table, symbol_path(out_dir, symbol)) for symbol, (_, table) in tables.items()]
+    return _write(out_dir, {symbol: table for symbol, (_, table) in tables.items()})
 
 
 def import_csv(path: Path, out_dir: Path, symbol: str | None = None) -> Path:
     """Convert one CSV to ``<out_dir>/<SYMBOL>.parquet``; checked before, written atomically. Returns its path."""
     symbol, table = read_csv(path, symbol)
-    return _write_atomically(table, symbol_path(out_dir, symbol))
+    return _write(out_dir, {symbol: table})[0]
 
 
 def read_csv(path: Path, symbol: str | None = None) -> tuple[str, pa.Table]:
@@ -82,10 +82,11 @@ def read_csv(path: Path, symbol: str | None = None) -> tuple[str, pa.Table]:
         columns["amount"] = raw.column(names["amount"])
     elif "vwap" in names:
         columns["amount"] = pc.multiply(raw.column(names["vwap"]), raw.column(names["volume"]))
-    symbol = (symbol or _symbol_column(raw, names, path) or path.stem).upper()
-    if not SYMBOL.fullmatch(symbol):
-        raise UsageError(f"symbol {symbol!r} is not usable as a file name (letters, digits, '.', '_', '-')", str(path))
+    symbol = check_symbol((symbol or _symbol_column(raw, names, path) or path.stem).upper(), str(path))
     table = pa.table(columns)
+    if table.num_rows < MIN_ROWS:
+        raise UsageError(f"{table.num_rows} data rows; a run needs at least {MIN_ROWS} (2 validation and 2 test"
+                         " windows, and history before them)", str(path))
     series_from_table(table, path, symbol, locate=csv_line)
     return symbol, table
 
@@ -132,14 +133,16 @@ def _symbol_column(raw: pa.Table, names: dict[str, str], path: Path) -> str | No
     return str(values[0])
 
 
-def _write_atomically(table: pa.Table, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-    os.close(fd)
+def _write(out_dir: Path, tables: dict[str, pa.Table]) -> list[Path]:
+    """Every table as ``<out_dir>/<SYMBOL>.parquet``, all or nothing: a failure before the renames (e.g. a
+    full disk) leaves every file as it was."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file, not a folder", "--out")
+    targets = {symbol: symbol_path(out_dir, symbol) for symbol in tables}
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+        atomic_write_all([(targets[s], lambda tmp, t=t: pq.write_table(t, tmp)) for s, t in tables.items()])
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename or out_dir} ({exc.strerror or exc}); nothing was imported",
+                         "--out") from None
+    return list(targets.values())

@@ -4,7 +4,8 @@ The backend contract (``backend``), keyed random numbers (``randomness``), aggre
 L-statistics (``aggregate``), search spaces (``space``), the config file (``config``), market data
 and windows (``data``), batched evaluation (``evaluate``), paired statistics (``stats``) and
 group-sequential boundaries (``boundaries``), the hooks and the plugin registry (``hookspecs``,
-``registry``), and the one user-facing error (``errors``).
+``registry``), the grammar of symbols and model names (``names``), and the one user-facing error
+(``errors``).
 
 Imports: nothing of compiled_opt outside ``core``.
 """

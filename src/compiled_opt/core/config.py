@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from compiled_opt.core.errors import UsageError, did_you_mean
+from compiled_opt.core.names import check_model_name, symbol_problem
 from compiled_opt.core.space import Choices, Range, parse_space
 
 METRICS = ("pct_return_mae", "price_mae")
@@ -52,8 +53,7 @@ class DataConfig:
 
     def checks(self) -> dict[str, str | None]:
         return {
-            "symbols": None if self.symbols == "all" or (isinstance(self.symbols, list) and self.symbols)
-            else 'must be "all" or a non-empty list of symbols',
+            "symbols": _symbols_problem(self.symbols),
             "val_window": None if self.val_window >= 2 else "must be at least 2",
             "test_window": None if self.test_window >= 2 else "must be at least 2",
             "horizon": None if self.horizon >= 1 else "must be at least 1",
@@ -280,6 +280,16 @@ def output_overrides(root: Path | str | None, flag: str = "--output") -> dict[st
     root = Path(root).resolve()
     return {"output.directory": Override(str(root / "hyperparams"), flag),
             "output.runs": Override(str(root / "runs"), flag)}
+def _symbols_problem(symbols: list[str] | str) -> str | None:
+    """``"all"``, or a non-empty list of distinct symbols (``core.names``)."""
+    if symbols == "all":
+        return None
+    if not isinstance(symbols, list) or not symbols:
+        return 'must be "all" or a non-empty list of symbols'
+    twice = next((s for i, s in enumerate(symbols) if s in symbols[:i]), None)
+    if twice is not None:
+        return f"lists {twice!r} twice"
+    return next(filter(None, map(symbol_problem, symbols)), None)
 
 
 def _one_of(value: str, allowed: tuple[str, ...]) -> str | None:
@@ -334,6 +344,7 @@ def _section(cls: type, raw: Any, where: str, flags: Mapping[str, str]) -> Any:
 
 
 def _model(name: str, raw: Any, where: str) -> ModelConfig:
+    check_model_name(name, where)
     if not isinstance(raw, Mapping):
         raise UsageError("must be a table", where)
     allowed = ("backend", "options", "fixed", "space")
@@ -361,6 +372,12 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None, text: st
         raw = tomllib.loads(text)
     except FileNotFoundError:
         raise UsageError("no such config file", str(path)) from None
+    except IsADirectoryError:
+        raise UsageError("is a folder, not a config file", str(path)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the config file ({exc.strerror or exc})", str(path)) from None
+    except UnicodeDecodeError:
+        raise UsageError("not a text file (a config file is UTF-8 TOML)", str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"malformed TOML: {exc}", str(path)) from None
     plain = {k: v.value if isinstance(v, Override) else v for k, v in (overrides or {}).items()}

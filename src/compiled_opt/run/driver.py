@@ -27,6 +27,7 @@ from compiled_opt.run.executor import Event, Executor, JobDone
 from compiled_opt.run.fast import fast_settings
 from compiled_opt.run.outcome import outcome
 from compiled_opt.run.plan import Plan, replays
+from compiled_opt.store.lock import LOCK_NAME, Lock
 from compiled_opt.store.records import JobId, JobOutcome, Progress, RunState, Snapshot, Stage, Status, StoredRecord
 from compiled_opt.store.stores import ConfigStore, RunDir, find_run, read_trials
 from compiled_opt.tuning.jobs import JobSpec, TrialBatch, WorkerSetup
@@ -51,19 +52,33 @@ class Run:
     """One ``compiled-opt run``: every check happens in the constructor, before anything is written."""
 
     def __init__(self, config: Config, plugins: Plugins | None = None, console: Console | None = None,
-                 resume: str | None = None, debug: bool = False):
+                 resume: str | None = None, debug: bool = False, allow_large: bool = False):
         self.config, self.plugins = config, plugins or Plugins.load()
         self.console, self.debug = console or Console(), debug
+        self.locks: list[Lock] = []
+        try:
+            self._check(resume, allow_large)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _check(self, resume: str | None, allow_large: bool) -> None:
+        """Every check, holding the output folder's lock (and, to resume, the run's) from before the stored
+        configs are read: a refusal writes nothing."""
+        config = self.config
         acc, ex = config.acceptance, config.executor
         self.plugins.policies.get(acc.policy, config.where("acceptance.policy"))
         self.plugins.policies.build(acc.policy, acc.options, config.where("acceptance.options"))
         self.plugins.executors.get(ex.name, config.where("executor.name"))
         self.executor: Executor = self.plugins.executors.build(ex.name, ex.options, config.where("executor.options"))
-        earlier = find_run(config.output.runs, resume, "--resume", config.path).load_state() if resume else None
+        earlier, outcomes = self._resumed(resume) if resume else (None, {})
+        self.resuming = earlier is not None
         run_id = earlier.run_id if earlier else new_run_id()
         run_seed = earlier.run_seed if earlier else (
             config.search.seed if isinstance(config.search.seed, int) else secrets.randbits(31))
-        self.plan = Plan(config, self.plugins, run_id, run_seed)
+        out = config.output.directory
+        self._lock(out / LOCK_NAME, run_id, f"the output folder {out}", config.where("output.directory"))
+        self.plan = Plan(config, self.plugins, run_id, run_seed, allow_large)
         self.store: ConfigStore = self.plan.store
         self.run_dir = RunDir(config.output.runs, run_id)
         fingerprints = {s.symbol: fingerprint(s.path) for s in self.plan.series}
@@ -73,7 +88,7 @@ class Run:
             run_id, dt.datetime.now(dt.UTC).isoformat(), Snapshot(**config.snapshot()), config.fingerprint(),
             fingerprints, run_seed, {name: m.defaults for name, m in self.plan.models.items()},
             engine_version=compiled_opt.__version__)
-        self.outcomes: dict[JobId, JobOutcome] = self.run_dir.load_outcomes() if earlier else {}
+        self.outcomes: dict[JobId, JobOutcome] = outcomes
         self.jobs: dict[JobId, JobSpec] = {}
         self.logged = set(self.outcomes)  # outcomes already in outcomes/
         # finished jobs to commit; on resume, those whose record an earlier attempt logged but did not store
@@ -81,6 +96,29 @@ class Run:
                                           self._stored_run(o.job) != run_id]
         self.best_updated: set[str] = set()
         self._saved_at = 0.0
+
+    def _resumed(self, which: str) -> tuple[RunState, dict[JobId, JobOutcome]]:
+        """The run ``--resume`` continues, locked (a run still going is refused), with its finished jobs."""
+        run = find_run(self.config.output.runs, which, "--resume", self.config.path)
+        self._lock(run.path / LOCK_NAME, run.run_id, f"the run folder {run.path}", "--resume")
+        try:
+            return run.load_state(), run.load_outcomes()
+        except UsageError as exc:
+            if not run.state_path.is_file():  # it says so itself
+                raise
+            raise UsageError(f"{exc}; run {run.run_id} cannot be resumed from it (stored configs are unaffected):"
+                             " start a new run") from None
+
+    def _lock(self, path: Path, run_id: str, what: str, where: str) -> None:
+        lock = Lock.acquire(path, run_id, what, where)
+        self.locks.append(lock)
+        if lock.previous:
+            self.console.line(f"took over the lock of {what}, left by {lock.previous}, which stopped without"
+                              " letting it go", level="warning")
+
+    def _unlock(self) -> None:
+        while self.locks:
+            self.locks.pop().release()
 
     def _check_resumable(self, state: RunState, fingerprints: dict[str, str]) -> None:
         if state.config_fingerprint != self.config.fingerprint():
@@ -101,15 +139,25 @@ class Run:
     # --- the run --------------------------------------------------------------------------------
 
     def execute(self) -> list[JobOutcome | JobId]:
-        """Run every unfinished job; the outcomes in job order (a failed job: its id)."""
+        """Run every unfinished job; the outcomes in job order (a failed job: its id). Lets the locks go."""
+        try:
+            return self._execute()
+        finally:
+            self._unlock()
+
+    def _execute(self) -> list[JobOutcome | JobId]:
         classes = {name: self.plugins.backends.get(m.backend) for name, m in self.plan.models.items()}
-        fast = fast_settings(self.config.runtime, classes)
+        cuda = self.executor.has_cuda() if self.config.runtime.mode == "fast" else None  # where the workers run
+        fast = fast_settings(self.config.runtime, classes, cuda)
         if fast.notice:
             self.console.line(fast.notice)
         setup = WorkerSetup(self.plan.models, fast.runtime, str(self.config.path), self.config.data.horizon,
                             fast.dtypes)
         self.executor.start(setup)  # loads every model: missing weights stop the run here, before any write
-        logged = replays(read_trials(self.run_dir.path))  # an interrupted attempt's trials
+        if not self.resuming:  # a new run: its folder's lock, so that --resume can tell it still runs
+            self._lock(self.run_dir.path / LOCK_NAME, self.run_dir.run_id, f"the run folder {self.run_dir.path}",
+                       "--resume")
+        logged = replays(read_trials(self.run_dir.path, self._left_out))  # an interrupted attempt's trials
         self.console.run_header(self.run_dir, self.config, self.executor.describe(), resumed=bool(self.state.jobs))
         for symbol, why in self.plan.skipped.items():
             self.console.line(f"skipped {symbol}: {why}", level="warning")
@@ -133,6 +181,10 @@ class Run:
         self.console.summary(results, self.state, self.run_dir, next_steps(self.config, self.run_dir.run_id),
                              self.plan.skipped)
         return results
+
+    def _left_out(self, problem: str) -> None:
+        self.console.line(f"{problem}: left out; the jobs it logged are scored again from their last trial"
+                          " before it", level="warning")
 
     def _stage(self, name: str, jobs: list[JobSpec]) -> list[JobOutcome]:
         """Run ``jobs`` (skipping those an earlier attempt finished); the outcomes of those that finished."""
@@ -175,6 +227,8 @@ class Run:
             reference = self.plan.references.get(job.job_id)
             try:
                 done = outcome(job, event.result, reference.stored if reference else None, self.plan.context())
+                if done.record:  # nothing is stored that would not read back (e.g. a backend's NaN forecasts)
+                    StoredRecord.from_json(done.record.to_json(), str(self.store.path(job.model, job.symbol)))
             except Exception as exc:
                 error, trace = f"{type(exc).__name__}: {exc}", traceback.format_exc()
         if error:

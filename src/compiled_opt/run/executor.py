@@ -46,6 +46,13 @@ class Executor(ABC):
     def run(self, jobs: Sequence[JobSpec], on_event: OnEvent) -> None:
         """Run every job, reporting each finished batch and job through ``on_event``."""
 
+    def has_cuda(self) -> bool:
+        """Whether the workers will have a CUDA device, which fast mode uses (without one it runs on the CPU).
+        Called before ``start``; by default, whether this machine has one."""
+        import torch
+
+        return torch.cuda.is_available()
+
     def close(self) -> None:  # noqa: B027 (optional: nothing to stop by default)
         """Stop the workers."""
 

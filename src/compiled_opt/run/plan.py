@@ -15,13 +15,15 @@ from typing import Any
 from compiled_opt.core.config import Config
 from compiled_opt.core.data import Series, check_history, list_symbols, read_series, splits, symbol_path
 from compiled_opt.core.errors import UsageError, did_you_mean
+from compiled_opt.core.names import check_symbol
 from compiled_opt.core.randomness import derive_seeds
 from compiled_opt.core.registry import Plugins
+from compiled_opt.run.limits import check_limits
 from compiled_opt.run.outcome import Context
 from compiled_opt.store.records import JobId, ReferenceKind, Stage, StoredRecord
 from compiled_opt.store.stores import ConfigStore
 from compiled_opt.tuning.jobs import JobSpec, SearchSpec, Seeds, logged_trials
-from compiled_opt.tuning.models import ModelSpec, make_model_spec
+from compiled_opt.tuning.models import ModelSpec, check_stored, make_model_spec
 from compiled_opt.tuning.search import Logged, check_optimizer, exhaustive_cost
 
 
@@ -37,6 +39,7 @@ def load_symbols(config: Config) -> list[Series]:
         if symbol not in available:
             raise UsageError(f"unknown symbol {symbol!r}: no {symbol_path(directory, symbol)}; "
                              f"{did_you_mean(symbol, available)}", config.where("data.symbols"))
+        check_symbol(symbol, str(symbol_path(directory, symbol)))  # a file's name, with data.symbols = "all"
     return [read_series(symbol_path(directory, s), s) for s in wanted]
 
 
@@ -52,7 +55,7 @@ class Reference:
 class Plan:
     """The checked inputs of a run and the job specs made from them."""
 
-    def __init__(self, config: Config, plugins: Plugins, run_id: str, run_seed: int):
+    def __init__(self, config: Config, plugins: Plugins, run_id: str, run_seed: int, allow_large: bool = False):
         self.config, self.plugins, self.run_id, self.run_seed = config, plugins, run_id, run_seed
         self.models = {name: make_model_spec(mc, plugins, config) for name, mc in config.models.items()}
         self.exhaustive = {name: self._exhaustive(model) for name, model in self.models.items()}
@@ -62,6 +65,9 @@ class Plan:
         self.series = self._with_history(load_symbols(config))
         self.store = ConfigStore(config.output.directory)
         self.references = self._references()
+        self._check_other_models()
+        check_limits(config, self.models, {n: plugins.backends.get(m.backend) for n, m in self.models.items()},
+                     allow_large)
 
     def _exhaustive(self, model: ModelSpec) -> bool:
         """Whether ``model``'s space is scored point by point (``search.exhaustive``)."""
@@ -94,16 +100,37 @@ class Plan:
         return kept
 
     def _references(self) -> dict[JobId, Reference]:
-        """Every stored file reads; each job's reference."""
-        out = {}
+        """Every stored file reads and can run, with the history it needs; each job's reference."""
+        d, out = self.config.data, {}
         for series in self.series:
+            split = splits(len(series), d.val_window, d.test_window, d.horizon)
             for model in self.models.values():
-                stored = self.store.load(model.name, series.symbol)
+                cls = self.plugins.backends.get(model.backend)
+                stored = self._stored(model.name, series.symbol)
                 params = model.params(stored)
+                if params is not None and cls.context_length(params) > split.validation.start:
+                    raise UsageError(f"config: needs {cls.context_length(params)} rows of history before the first"
+                                     f" validation window; {series.path} has {split.validation.start} (a smaller"
+                                     " data.val_window fits it)", str(self.store.path(model.name, series.symbol)))
                 out[JobId(model.name, series.symbol)] = (Reference(params, ReferenceKind.STORED, stored)
                                                         if params is not None
                                                         else Reference(model.defaults, ReferenceKind.DEFAULTS, stored))
         return out
+
+    def _stored(self, model: str, symbol: str) -> StoredRecord | None:
+        """The record stored for ``model`` and ``symbol``, checked: its types and ranges, and that it can run."""
+        record = self.store.load(model, symbol)
+        if record is not None:
+            check_stored(record, self.plugins, str(self.store.path(model, symbol)))
+        return record
+
+    def _check_other_models(self) -> None:
+        """The records of these symbols in the folders of models this run does not tune: ``best/`` chooses
+        among them too, so they are checked before the first write."""
+        for name in self.store.models():
+            if name not in self.models:
+                for series in self.series:
+                    self._stored(name, series.symbol)
 
     def context(self) -> Context:
         """What each job's record needs from the run (``outcome``), at the current time."""
@@ -160,8 +187,11 @@ def _key(job: JobId) -> tuple[str, str]:
 
 
 def replays(rows: Sequence[Any]) -> dict[JobId, tuple[Logged, ...]]:
-    """An interrupted attempt's logged trials, per job, to replay when it resumes."""
+    """An interrupted attempt's logged trials, per job, to replay when it resumes: trials 0, 1, 2, ... up to
+    the first one missing (in a damaged part left out), as the optimizer must be told every trial in order."""
     grouped: dict[JobId, list[Any]] = {}
-    for row in rows:
-        grouped.setdefault(row.job, []).append(row)
+    for row in sorted(rows, key=lambda r: r.trial):
+        kept = grouped.setdefault(row.job, [])
+        if row.trial == len(kept):  # none after a missing trial is: those are scored again
+            kept.append(row)
     return {job: logged_trials(rows) for job, rows in grouped.items()}

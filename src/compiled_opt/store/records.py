@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from compiled_opt.core.config import METRICS
 from compiled_opt.core.errors import UsageError
 from compiled_opt.core.evaluate import Evaluation
 from compiled_opt.core.stats import window_standard_error
@@ -115,6 +116,16 @@ class Metrics:
                    window_sd=ev.window_sd, per_run=[float(x) for x in ev.per_run], num_predictions=int(ev.errors.size),
                    latency_s=ev.latency_s, exact=ev.exact, seeds=list(ev.seeds), naive_mae=ev.naive_mae, skill=ev.skill)
 
+    def checks(self) -> dict[str, str | None]:
+        """Ranges, checked when a file is read (``store.typed``); spreads may be NaN (unknown, in old records)."""
+        known = None if self.metric in METRICS else f"unknown metric {self.metric!r}; allowed: {', '.join(METRICS)}"
+        return {"metric": known, "pct_return_mae": _error(self.pct_return_mae), "price_mae": _error(self.price_mae),
+                **{f"per_run[{i}]": _error(v) for i, v in enumerate(self.per_run)},
+                "std": _spread(self.std), "sem": _spread(self.sem), "window_sd": _spread(self.window_sd),
+                "num_predictions": _count(self.num_predictions), "latency_s": _spread(self.latency_s),
+                "naive_mae": None if self.naive_mae is None else _error(self.naive_mae),
+                "skill": None if self.skill is None or self.skill <= 1 else f"must be at most 1, not {self.skill!r}"}
+
     @property
     def mae(self) -> float:
         """The mean error in this record's metric."""
@@ -157,6 +168,10 @@ class OutOfSample:
                    change=(config.mean - defaults.mean) / defaults.mean, windows=int(d.size),
                    skill=float(config.skill), defaults_skill=float(defaults.skill))
 
+    def checks(self) -> dict[str, str | None]:
+        return {"config_mae": _error(self.config_mae), "defaults_mae": _error(self.defaults_mae),
+                "naive_mae": _error(self.naive_mae), "se": _spread(self.se), "windows": _count(self.windows)}
+
     @property
     def relative_se(self) -> float:
         """``se`` relative to the defaults' MAE: the standard error of ``change``."""
@@ -172,6 +187,10 @@ class Windows:
     forecast_horizon: int
     validation_rows: tuple[int, int] | None = None
     test_rows: tuple[int, int] | None = None
+
+    def checks(self) -> dict[str, str | None]:
+        return {"val_window": _count(self.val_window), "test_window": _count(self.test_window),
+                "forecast_horizon": _count(self.forecast_horizon)}
 
 
 @dataclass(frozen=True)
@@ -255,6 +274,10 @@ class Metadata:
     data_rows: int | None = None
     last_timestamp: int | None = None
 
+    def checks(self) -> dict[str, str | None]:
+        return {"generation": _count(self.generation),
+                "previous_mae": None if self.previous_mae is None else _error(self.previous_mae)}
+
 
 @dataclass(frozen=True)
 class StoredRecord:
@@ -296,6 +319,20 @@ class StoredRecord:
         if not record.status.stores:
             raise UsageError(f"status: {record.status.value!r} is not the status of a stored config", where)
         return record
+
+
+def _error(value: float) -> str | None:
+    """An MAE: finite and not negative."""
+    return None if math.isfinite(value) and value >= 0 else f"must be a finite number of at least 0, not {value!r}"
+
+
+def _spread(value: float) -> str | None:
+    """A spread or a time: not negative, or NaN (unknown)."""
+    return None if math.isnan(value) or value >= 0 else f"must be at least 0 (or NaN: unknown), not {value!r}"
+
+
+def _count(value: int) -> str | None:
+    return None if value >= 0 else f"must be at least 0, not {value}"
 
 
 # What a record of the seed system (or of compiled-opt 0.1) may lack: unknown spreads are NaN, not 0.
@@ -440,6 +477,9 @@ class JobState:
     error: str = ""
     status: Status | None = None
 
+    def checks(self) -> dict[str, str | None]:
+        return {"attempts": _count(self.attempts)}
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -467,6 +507,9 @@ class RunState:
     jobs: dict[JobId, JobState] = field(default_factory=dict)
     engine_version: str = ""
     schema_version: int = SCHEMA_VERSION
+
+    def checks(self) -> dict[str, str | None]:
+        return {"run_seed": _count(self.run_seed)}
 
     def job(self, job: JobId) -> JobState:
         """The state of ``job``, added as pending if the run has none yet."""

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +39,34 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
     configs), and, with ``sync_dir``, the folder after it, so the rename itself survives one; logs
     that a resumed run can recompute skip both.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    atomic_write_all([(Path(path), write)], durable, sync_dir)
+
+
+def atomic_write_all(files: Sequence[tuple[Path, Callable[[Path], None]]], durable: bool = True,
+                     sync_dir: bool = True) -> None:
+    """``atomic_write`` for several files at once: every temp file is written before the first rename, so a
+    failure while writing (e.g. a full disk) leaves every file as it was."""
+    temps: list[Path] = []
     try:
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else new_file_mode())  # not mkstemp's 0600
-        write(Path(tmp))
-        if durable:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for path, write in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(Path(tmp))
+            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else new_file_mode())  # not mkstemp's 0600
+            write(Path(tmp))
+            if durable:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        for (path, _), tmp in zip(files, temps, strict=True):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
     if durable and sync_dir:
-        fsync_dir(path.parent)
+        for directory in dict.fromkeys(path.parent for path, _ in files):
+            fsync_dir(directory)
 
 
 def new_file_mode() -> int:
@@ -82,10 +95,17 @@ def write_json(path: Path, payload: Mapping[str, Any] | str, sync_dir: bool = Tr
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file's value; a file that is not JSON text, or cannot be read, is a one-line ``UsageError``."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise UsageError(f"not valid JSON ({exc})", str(path)) from None
+    except RecursionError:
+        raise UsageError("not valid JSON (nested too deeply)", str(path)) from None
+    except UnicodeDecodeError:
+        raise UsageError("not valid JSON (not UTF-8 text: a damaged or foreign file)", str(path)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read it ({exc.strerror or exc})", str(path)) from None
 
 
 class ConfigStore:
@@ -112,10 +132,16 @@ class ConfigStore:
         return self.root / model / f"{symbol}.json"
 
     def load(self, model: str, symbol: str) -> StoredRecord | None:
+        """The record stored for ``model`` (or ``best``) and ``symbol``; one whose own names disagree with
+        its path (a file copied by hand) is refused."""
         path = self.path(model, symbol)
         if not path.is_file():
             return None
-        return StoredRecord.from_json(read_json(path), str(path))
+        record = StoredRecord.from_json(read_json(path), str(path))
+        for key, value, expected in (("symbol", record.symbol, symbol), ("model", record.model, model)):
+            if value != expected and not (key == "model" and model == BEST):
+                raise UsageError(f"{key}: {value!r}, but the file is the record of {expected!r}", str(path))
+        return record
 
     def save(self, record: StoredRecord) -> None:
         self._write(self.path(record.model, record.symbol), json_text(record.to_json()))
@@ -140,7 +166,7 @@ class ConfigStore:
         chosen = dataclasses.replace(best, selected_from={r.model: getattr(r.validation, metric) for r in records},
                                      selection_metric=metric)
         current, text = self.path(BEST, symbol), json_text(chosen.to_json())
-        if not current.is_file() or current.read_text() != text:
+        if not current.is_file() or current.read_bytes() != text.encode():
             self._write(current, text)
         return chosen
 
@@ -175,21 +201,40 @@ class TrialLog:
         self.buffered = []
 
 
-def read_trials(run_dir: Path) -> list[TrialRow]:
-    """Every trial row logged in ``run_dir``, in job, stage and trial order: the one reader of trial logs."""
+def read_trials(run_dir: Path, on_damaged: Callable[[str], None] | None = None) -> list[TrialRow]:
+    """Every trial row logged in ``run_dir``, in job, stage and trial order: the one reader of trial logs.
+
+    A part that cannot be read (parts are not fsynced: a power cut can cut one short) is a ``UsageError``
+    naming it or, given ``on_damaged``, reported there and left out. A trial logged in several parts (a
+    resume recomputes what follows a part left out) is read once, from the last.
+    """
+    import pyarrow as pa
     import pyarrow.dataset as ds
 
     directory = Path(run_dir) / "trials"
     files = sorted(str(p) for p in directory.glob("*.parquet")) if directory.is_dir() else []
-    if not files:
-        return []
-    rows = ds.dataset(files, schema=trial_schema(), format="parquet").to_table().to_pylist()
+    try:
+        rows = ds.dataset(files, schema=trial_schema(), format="parquet").to_table().to_pylist() if files else []
+    except (pa.ArrowException, OSError):  # find the damaged parts and read the others one by one
+        rows = []
+        for path in files:
+            try:
+                rows += ds.dataset(path, schema=trial_schema(), format="parquet").to_table().to_pylist()
+            except (pa.ArrowException, OSError) as exc:
+                damaged = UsageError(f"a damaged trial-log part ({exc})", path)
+                if on_damaged is None:
+                    raise damaged from None
+                on_damaged(str(damaged))
+    trials: dict[tuple, TrialRow] = {}
     for row in rows:
         if row["schema_version"] not in TRIAL_VERSIONS:
             raise UsageError(f"trial log schema_version {row['schema_version']} is not one this compiled-opt reads",
                              str(directory))
-    trials = [TrialRow(**{**r, "stage": Stage(r["stage"])}) for r in rows]
-    return sorted(trials, key=lambda r: (r.stage != Stage.POOLED, r.symbol, r.model, r.trial))
+        if row["stage"] not in tuple(Stage):
+            raise UsageError(f"stage: unknown value {row['stage']!r} in a trial row", str(directory))
+        trial = TrialRow(**{**row, "stage": Stage(row["stage"])})
+        trials[(trial.stage, trial.symbol, trial.model, trial.trial)] = trial
+    return sorted(trials.values(), key=lambda r: (r.stage != Stage.POOLED, r.symbol, r.model, r.trial))
 
 
 class RunDir:
@@ -240,7 +285,9 @@ class RunDir:
 
     def load_state(self) -> RunState:
         if not self.state_path.is_file():
-            raise UsageError("no run.json: not a run folder, or the run never started", str(self.path))
+            raise UsageError("no run.json: the run stopped before it saved its state, so nothing of it can be"
+                             " resumed or reported (stored configs are unaffected); start a new run, or name an"
+                             " earlier one", str(self.path))
         return RunState.from_json(read_json(self.state_path), str(self.state_path))
 
     def log_error(self, heading: str, text: str) -> None:
@@ -250,19 +297,26 @@ class RunDir:
 
 
 def run_ids(runs: Path) -> list[str]:
-    """Run folders under ``runs``, oldest first (run ids sort by time)."""
+    """Run folders under ``runs`` (every folder there, a run that stopped before it saved its ``run.json``
+    too), oldest first (run ids sort by time)."""
     runs = Path(runs)
-    return sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file()) if runs.is_dir() else []
+    return sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs.is_dir() else []
 
 
 def find_run(runs: Path, which: str, where: str, config: Path) -> RunDir:
     """The run ``which`` under ``runs``: an id, or ``latest``, the newest run made with the ``config`` file
-    (several configs may share a runs folder)."""
+    (several configs may share a runs folder). A run records its config's path; in a folder that moved,
+    the file's name decides. A folder whose ``run.json`` does not say, e.g. a run killed before it saved
+    one, may be this config's and is not passed over."""
     ids = run_ids(runs)
     if not ids:
         raise UsageError(f"no runs in {runs}", where)
     if which == "latest":
-        mine = [i for i in reversed(ids) if RunDir(runs, i).config_path() == Path(config).resolve()]
+        made = {i: RunDir(runs, i).config_path() for i in ids}
+        here = Path(config).resolve()
+        same = here if here in made.values() else None
+        mine = [i for i in reversed(ids) if made[i] is None or made[i] == same
+                or (same is None and made[i].name == here.name)]
         if not mine:
             raise UsageError(f"no run of {config} in {runs} (its newest, {ids[-1]}, was made with another config)",
                              where)

@@ -2,10 +2,11 @@
 
 ``load(cls, raw, where)`` builds ``cls`` from parsed JSON. A value of the wrong type, a missing key or
 an unknown enum value is a one-line ``UsageError`` naming the file and the key, e.g.
-``hyperparams/x/APP.json: validation.per_run[2]: expected a number, got str 'abc'``. Keys the
-dataclass does not know are ignored. Supported annotations: ``bool``, ``int``, ``float``, ``str``,
-``Any``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, ``StrEnum`` subclasses
-and dataclasses of those.
+``hyperparams/x/APP.json: validation.per_run[2]: expected a number, got str 'abc'``; so is a value a
+dataclass's ``checks()`` (field -> problem or ``None``, as the config sections have) refuses, e.g. a
+negative MAE. Keys the dataclass does not know are ignored. Supported annotations: ``bool``, ``int``,
+``float``, ``str``, ``Any``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, ``StrEnum``
+subclasses and dataclasses of those.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ def _dataclass(cls: type, raw: Any, where: str, key: str) -> Any:
             values[f.name] = load(hints[f.name], raw[f.name], where, sub)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             _fail("missing", where, sub)
-    return cls(**values)
+    obj = cls(**values)
+    for name, problem in getattr(obj, "checks", dict)().items():
+        if problem:
+            _fail(problem, where, f"{key}.{name}" if key else name)
+    return obj
 
 
 def _expect(kind: type, raw: Any, where: str, key: str) -> None:

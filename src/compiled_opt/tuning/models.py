@@ -46,9 +46,9 @@ class ModelSpec:
         return {k: v for k, v in params.items() if k not in self.unused}
 
     def params(self, record: StoredRecord | None) -> dict[str, Any] | None:
-        """A stored record's config as full parameters, or ``None`` if there is none, it is another
-        backend's, or it names parameters this backend lacks."""
-        if record is None or record.backend != self.backend or not set(record.config) <= set(self.base):
+        """A stored record's config (checked with ``check_stored``) as full parameters, or ``None`` if there
+        is none or it is another backend's."""
+        if record is None or record.backend != self.backend:
             return None
         return {**self.base, **record.config}
 
@@ -129,9 +129,23 @@ def build_backend(spec: ModelSpec, plugins: Plugins, runtime: Runtime, where: st
     return plugins.backends.build(spec.backend, spec.options, f"{where}.options", runtime)
 
 
+def check_stored(record: StoredRecord, plugins: Plugins, where: str) -> None:
+    """A stored config its backend can run, as every config in a space is (``best/`` may copy it, and trading
+    code runs it): the backend's parameters, a known aggregator, values ``check`` accepts. A record of a
+    backend not installed here is checked for its types and ranges only (when it is read)."""
+    if record.backend not in plugins.backends:
+        return
+    cls = plugins.backends.get(record.backend)
+    for key in record.config:
+        if key not in cls.defaults:
+            raise UsageError(f"unknown parameter {key!r} for backend {record.backend!r};"
+                             f" {did_you_mean(key, cls.defaults)}", f"{where}: config.{key}")
+    _check(cls, plugins, {**cls.defaults, **record.config}, f"{where}: config")
+
+
 def _check(cls: type[ModelBackend], plugins: Plugins, params: Mapping[str, Any], where: str) -> None:
     plugins.aggregators.get(params["aggregate"], where if where.endswith(".aggregate") else f"{where}.aggregate")
     try:
         cls.check(params)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: a value of the wrong type, e.g. from a stored file
         raise UsageError(str(exc), where) from None

@@ -8,6 +8,7 @@ are not read, so a report shows what the run decided, whatever later runs stored
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,8 @@ def gather(config: Config, which: str, where: str) -> RunReport:
     state = run.load_state()
     outcomes = run.load_outcomes()
     trials: dict[JobId, list[TrialRow]] = {}
-    for row in read_trials(run.path):
+    for row in read_trials(run.path, lambda problem: print(f"warning: {problem}: left out of the report",
+                                                          file=sys.stderr)):
         trials.setdefault(row.job, []).append(row)
     ids = list(dict.fromkeys([*state.jobs, *outcomes, *trials]))
     ids.sort(key=lambda j: (j.stage is Stage.SEARCH, j.symbol or "", j.model))

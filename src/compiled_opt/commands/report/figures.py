@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg canvas and returned as PNG bytes.
 
 No pyplot: every figure is its own ``Figure`` object, so nothing global is touched and nothing
-needs a display.
+needs a display. Text from the run (symbols, model names) goes through ``plain``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ CONFIG, DEFAULTS, NAIVE, BEST, FAILED = "#1f77b4", "#7f7f7f", "#9467bd", "#ff7f0
 BETTER, WORSE = "#2ca02c", "#d62728"
 DPI = 96
 LEGEND = ("trial", "off the scale", "best so far", "model defaults", "kept config", "failed")  # the trace's legend order
+
+
+def plain(text: str) -> str:
+    """``text`` as matplotlib shows it literally: a ``$`` would start mathtext (``$x^$`` fails to draw)."""
+    return text.replace("$", r"\$")
 
 
 def png(fig: Figure) -> bytes:
@@ -86,7 +91,7 @@ def _trace(ax, job: JobReport, comparison: Comparison) -> None:
                 label=f"failed ({len(failed)})")
     ax.set_xlabel("trial")
     ax.set_ylabel("validation MAE")
-    ax.set_title(f"Search trace: {job.job}", loc="left", fontsize=11)
+    ax.set_title(plain(f"Search trace: {job.job}"), loc="left", fontsize=11)
     ax.grid(alpha=0.3)
     if job.trials:
         handles, labels = ax.get_legend_handles_labels()
@@ -135,10 +140,10 @@ def skill_scatter(jobs: Sequence[JobReport]) -> bytes | None:
     xs, ys = np.array([p[1] for p in points]), np.array([p[2] for p in points])
     for model in sorted({p[0].job.model for p in points}):
         mine = [p for p in points if p[0].job.model == model]
-        ax.plot([p[1] for p in mine], [p[2] for p in mine], "o", ms=6, alpha=0.85, label=model)
+        ax.plot([p[1] for p in mine], [p[2] for p in mine], "o", ms=6, alpha=0.85, label=plain(model))
     if len(points) <= 60:
         for j, x, y in points:
-            ax.annotate(j.job.symbol, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8)
+            ax.annotate(plain(j.job.symbol), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8)
     lo, hi = min(xs.min(), ys.min(), 0.0), max(xs.max(), ys.max(), 0.0)
     pad = 0.08 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color=DEFAULTS, lw=1, ls=":", label="test = validation")
@@ -166,7 +171,7 @@ def change_bars(jobs: Sequence[JobReport]) -> bytes | None:
     se = np.array([100 * o.relative_se for _, o in rows])
     y = np.arange(len(rows))
     ax.barh(y, change, xerr=se, color=[BETTER if c < 0 else WORSE for c in change], capsize=3, height=0.6)
-    ax.set_yticks(y, [f"{j.job.symbol} · {j.job.model}" for j, _ in rows], fontsize=8)
+    ax.set_yticks(y, [plain(f"{j.job.symbol} · {j.job.model}") for j, _ in rows], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     ax.axvline(change.mean(), color=DEFAULTS, ls="--", lw=1, label=f"mean {change.mean():+.2f}%")
     ax.set_xlabel("test MAE vs the model's defaults, % (± SE over windows; below 0: better)")
@@ -189,7 +194,7 @@ def trial_times(jobs: Sequence[JobReport]) -> bytes | None:
         ax.plot(times, i + rng.uniform(-0.18, 0.18, len(times)), "o", ms=3, alpha=0.5, color=CONFIG)
         ax.plot([np.median(times)], [i], "|", ms=16, mew=2.5, color=BEST)
     ax.plot([], [], "|", ms=10, mew=2.5, color=BEST, label="median")
-    ax.set_yticks(range(len(rows)), [str(j.job) for j, _ in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [plain(str(j.job)) for j, _ in rows], fontsize=8)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.invert_yaxis()
     ax.set_xlim(left=0)

@@ -3,7 +3,9 @@
 Options (``[executor] options``): ``gpus_per_worker`` GPUs per actor (fractional: several actors
 share a GPU) when the runtime uses CUDA, else one CPU each; ``workers`` actors (0: as many as the
 cluster's GPUs, or CPUs, allow); ``address`` of a running cluster to join (or ``--ray-address``;
-empty starts a local Ray); ``max_retries`` per job whose actor died.
+empty starts a local Ray); ``max_retries`` per job whose actor died; ``bind``: a local Ray listens on
+``"loopback"`` only (the default: nothing on the network can reach it), or, with ``"all"``, on every
+interface as Ray does by default (so that other machines can join it).
 
 Each actor loads every model once and runs many jobs. Finished trial batches stream back as they
 finish (each job is a Ray streaming generator), so the driver's progress and trial log stay live.
@@ -14,6 +16,7 @@ batches already streamed (the optimizer asks the same candidates again) and carr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -41,6 +44,8 @@ from compiled_opt.api import (
 )
 
 INSTALL = "pip install 'compiled-opt[ray]'"
+BINDS = ("loopback", "all")
+LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine mode, every process on 127.0.0.1
 
 
 def _ray() -> Any:
@@ -49,6 +54,29 @@ def _ray() -> Any:
     except ImportError as exc:
         raise UsageError(f"the ray executor needs Ray: {INSTALL}", "executor.name") from exc
     return ray
+
+
+@contextlib.contextmanager
+def _loopback(on: bool) -> Iterator[None]:
+    """While a local Ray starts: its node address 127.0.0.1, so that its GCS, raylet, object manager and
+    workers listen on loopback only (Ray binds every interface of a node with a routable address). Ray reads
+    the switch from the environment (its processes started meanwhile inherit it) and from a constant read
+    at import, so both are set, and put back after."""
+    if not on:
+        yield
+        return
+    from ray._private import ray_constants  # tested with Ray 2.60 (tests/test_ray_network.py)
+
+    before, constant = os.environ.get(LOCAL_ONLY), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    os.environ[LOCAL_ONLY], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        if before is None:
+            os.environ.pop(LOCAL_ONLY, None)
+        else:
+            os.environ[LOCAL_ONLY] = before
 
 
 class _Actor:
@@ -81,7 +109,11 @@ class _Actor:
 class RayExecutor(Executor):
     """See the module docstring."""
 
-    def __init__(self, workers: int = 0, gpus_per_worker: float = 1.0, address: str = "", max_retries: int = 2):
+    def __init__(self, workers: int = 0, gpus_per_worker: float = 1.0, address: str = "", max_retries: int = 2,
+                 bind: str = "loopback"):
+        if bind not in BINDS:
+            raise OptionError(f"must be one of {', '.join(map(repr, BINDS))}, not {bind!r}", "bind")
+        self.bind = bind
         if workers < 0:
             raise OptionError(f"must be 0 (one per GPU slot or CPU) or positive, not {workers}", "workers")
         if not 0 < gpus_per_worker <= 64:
@@ -90,19 +122,27 @@ class RayExecutor(Executor):
             raise OptionError(f"must be 0 or positive, not {max_retries}", "max_retries")
         self.workers, self.gpus_per_worker, self.address, self.max_retries = workers, gpus_per_worker, address, max_retries
 
-    def start(self, setup: WorkerSetup) -> None:
+    def _connect(self) -> Any:
+        """Ray, joined to ``address`` or to a local cluster started here: on loopback unless ``bind = "all"``."""
         ray = _ray()
-
-        self.setup, rt, address = setup, setup.runtime, self.address
         if not ray.is_initialized():
             quiet = logging.getLogger("ray")  # its start-up notices are not the run's output
             level = quiet.level
             quiet.setLevel(logging.ERROR)
             try:
-                ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                with _loopback(not (self.address or os.environ.get("RAY_ADDRESS")) and self.bind == "loopback"):
+                    ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)
             finally:
                 quiet.setLevel(level)
+        return ray
+
+    def has_cuda(self) -> bool:
+        return self._connect().cluster_resources().get("GPU", 0) > 0
+
+    def start(self, setup: WorkerSetup) -> None:
+        ray = self._connect()
+        self.setup, rt = setup, setup.runtime
         resources = ray.cluster_resources()
         gpu = rt.device == "cuda" or (rt.device == "auto" and resources.get("GPU", 0) > 0)
         per = {"num_gpus": self.gpus_per_worker, "num_cpus": 1} if gpu else {"num_cpus": 1}

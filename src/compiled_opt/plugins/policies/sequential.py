@@ -34,6 +34,8 @@ from compiled_opt.api import (
 )
 from compiled_opt.plugins.policies.paired import Paired, Test, runs_test
 
+MAX_RUNS = 1000  # as evaluation.eval_runs' limit (run/limits.py): more is a run that never ends
+
 
 class Sequential(Paired, StagedPolicy):
     """Accept when a group-sequential paired runs test crosses its boundary within ``max_runs`` runs.
@@ -48,8 +50,8 @@ class Sequential(Paired, StagedPolicy):
     def __init__(self, alpha: float = 0.05, min_effect: float = 0.0, confirm: bool = True, max_runs: int = 12,
                  spending: str = "pocock", futility: float = 0.1):
         super().__init__("runs", alpha, min_effect, confirm)
-        if not isinstance(max_runs, int) or max_runs < 2:
-            raise OptionError(f"must be an integer of at least 2, not {max_runs!r}", "max_runs")
+        if not isinstance(max_runs, int) or not 2 <= max_runs <= MAX_RUNS:
+            raise OptionError(f"must be an integer from 2 to {MAX_RUNS}, not {max_runs!r}", "max_runs")
         if spending not in SPENDING:
             raise OptionError(f"must be one of {', '.join(map(repr, SPENDING))}, not {spending!r}", "spending")
         if not 0 <= futility < 1:
