@@ -11,7 +11,10 @@ forward test, fresh seeds). Per design, averaged over ``--seeds`` search seeds:
 - ``hidden_change_pct`` (and its sem over symbols): the same on the hidden rows: the product;
 - ``better`` / ``worse``: symbols whose hidden-row MAE is below / above the defaults';
 - ``changed`` and ``helped``: symbols whose stored config is not the defaults, and the share of those
-  that are better on the hidden rows.
+  that are better on the hidden rows;
+- ``metrics``: every registered metric on the hidden rows, in its own units (a hit rate, a return per
+  row): the stored configs', the defaults' and the naive forecast's mean over symbol-runs, the stored
+  configs' mean difference from the defaults with its sem over symbol-runs, and how many were better.
 """
 
 from __future__ import annotations
@@ -93,20 +96,31 @@ def run_design(full: Path, visible: Path, work: Path, seed: int, hidden: int, **
     rows = []
     for r in results:
         rec = store.load(r.model, r.symbol)  # a first run: the reference re-scored at decision time is the defaults
-        defaults_val = rec.previous.rescored_validation.mae
-        rows.append({"symbol": r.symbol, "validation_change": rec.validation.mae / defaults_val - 1,
-                     "hidden_change": r.oos.change, "changed": rec.status != "kept defaults"})
+        defaults_val = rec.previous.rescored_validation.value
+        rows.append({"symbol": r.symbol, "validation_change": rec.validation.value / defaults_val - 1,
+                     "hidden_change": r.oos.change, "changed": rec.status != "kept defaults",
+                     "metrics": r.oos.metrics})
     return rows
 
 
-def summarise(rows: list[dict]) -> dict:
+def summarise(rows: list[dict], metrics: dict) -> dict:
     hidden = np.array([r["hidden_change"] for r in rows])
     changed = [r for r in rows if r["changed"]]
     return {"symbols": len(rows), "validation_change_pct": 100 * float(np.mean([r["validation_change"] for r in rows])),
             "hidden_change_pct": 100 * float(hidden.mean()),
             "hidden_sem_pct": 100 * float(hidden.std(ddof=1) / np.sqrt(hidden.size)),
             "better": int((hidden < 0).sum()), "worse": int((hidden > 0).sum()), "changed": len(changed),
-            "helped": float(np.mean([r["hidden_change"] < 0 for r in changed])) if changed else None}
+            "helped": float(np.mean([r["hidden_change"] < 0 for r in changed])) if changed else None,
+            "metrics": {name: per_metric([r["metrics"][name] for r in rows], metric) for name, metric in metrics.items()}}
+
+
+def per_metric(comparisons: list, metric) -> dict:
+    """One metric over symbol-runs, in its own units (``Metric.shown``)."""
+    shown = {k: np.array([metric.shown(getattr(c, k)) for c in comparisons]) for k in ("config", "defaults", "naive")}
+    diff = shown["config"] - shown["defaults"]
+    return {**{k: float(v.mean()) for k, v in shown.items()}, "difference": float(diff.mean()),
+            "difference_sem": float(diff.std(ddof=1) / np.sqrt(diff.size)),
+            "better": int(sum(c.difference > 0 for c in comparisons)), "higher_is_better": metric.higher_is_better}
 
 
 def main() -> None:
@@ -126,7 +140,9 @@ def main() -> None:
             start = time.perf_counter()
             rows = [r for seed in range(args.seeds)
                     for r in run_design(full, work / "visible", work, seed, args.hidden, **DESIGNS[name])]
-            out["designs"][name] = {**summarise(rows), "seconds": time.perf_counter() - start}
+            plugins = Plugins.load()
+            metrics = {n: plugins.metrics.get(n) for n in plugins.metrics}
+            out["designs"][name] = {**summarise(rows, metrics), "seconds": time.perf_counter() - start}
             if not args.json:
                 print(name, json.dumps(out["designs"][name]), flush=True)
     print(json.dumps(out) if args.json else "")

@@ -93,6 +93,7 @@ def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, ca
     (lambda c: c + '[acceptance]\npolicy = "paranoid"\n', "acceptance.policy"),
     (lambda c: c.replace("batch = 4", "batch = -1"), "search.batch"),
     (lambda c: c.replace("[search]", "[executor]\nname = \"dask\"\n[search]"), "executor.name"),
+    (lambda c: c.replace("[search]", "[evaluation]\nmetric = \"crsp\"\n[search]"), "evaluation.metric"),
     (lambda c: c.replace("[search]", "[executor]\nname = \"ray\"\noptions = { gpus_per_worker = 0 }\n[search]"),
      "executor.options.gpus_per_worker"),
     (lambda c: c.replace("[search]", "[executor]\noptions = { workers = 2 }\n[search]"), "executor.options.workers"),

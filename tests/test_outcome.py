@@ -11,6 +11,7 @@ import torch
 
 from compiled_opt.core.data import Series
 from compiled_opt.core.evaluate import Evaluation
+from compiled_opt.core.metrics import builtin_metrics
 from compiled_opt.run.outcome import Context, outcome
 from compiled_opt.store.records import (
     JobId,
@@ -39,8 +40,12 @@ SERIES = Series("APP", Path("APP.parquet"), torch.arange(100, dtype=torch.int64)
 
 
 def evaluation(level: float, windows: int = 20) -> Evaluation:
+    """An evaluation of every metric, as the test windows get (``every_metric``)."""
     errors = np.full((3, windows), level) + np.linspace(0, 1e-4, windows)
-    return Evaluation(errors, errors * 100, (1, 2, 3), tuple(range(windows)), 0.01, naive_errors=np.full(windows, 0.02))
+    naive = np.full(windows, 0.02)
+    return Evaluation(errors, errors * 100, (1, 2, 3), tuple(range(windows)), 0.01, return_errors=errors,
+                      naive_errors=naive, losses={m.name: errors for m in builtin_metrics()},
+                      naive_losses={m.name: naive for m in builtin_metrics()})
 
 
 def job(stage: Stage = Stage.SEARCH, kind: ReferenceKind = ReferenceKind.DEFAULTS,
@@ -102,7 +107,7 @@ def test_every_status_and_the_config_it_leaves(spec, res, force, status, kept):
 def test_the_record_carries_its_provenance():
     done = outcome(job(kind=ReferenceKind.STORED), result(True), PRIOR, CONTEXT)
     r = done.record
-    assert r.metadata.generation == 4 and r.metadata.previous_mae == PRIOR.validation.mae
+    assert r.metadata.generation == 4 and r.metadata.previous_mae == PRIOR.validation.value
     assert r.metadata.run_id == "R2" and r.metadata.device == "cpu" and r.metadata.dtype == "float32"
     assert r.metadata.data_rows == 100 and r.metadata.last_timestamp == 99 * 86400
     assert r.previous.kind is ReferenceKind.STORED and r.previous.config == STORED

@@ -99,7 +99,7 @@ SEED_SYSTEM_RECORD = {  # the seed system's own per-model file (see DESIGN.md: o
 
 def test_a_seed_system_record_is_read_and_serves_as_the_incumbent(tmp_path, market_dir, capsys):
     record = StoredRecord.from_json(SEED_SYSTEM_RECORD, "seed.json")
-    assert record.schema_version == 1 and record.backend == "bootstrap" and record.validation.mae == 0.021
+    assert record.schema_version == 1 and record.backend == "bootstrap" and record.validation.value == 0.021
     assert record.validation.sem != record.validation.sem  # unknown: NaN, not a made-up 0
     config = write_config(tmp_path, market_dir, trials=4)
     path = tmp_path / "hyperparams" / "bootstrap" / "APP.json"

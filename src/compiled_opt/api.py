@@ -22,6 +22,7 @@ _HOME = {
     "compiled_opt.core.errors": ("OptionError", "UsageError"),
     "compiled_opt.core.evaluate": ("Evaluation",),
     "compiled_opt.core.hookspecs": ("Register", "hookimpl"),
+    "compiled_opt.core.metrics": ("Forecasts", "Metric", "builtin_metrics"),
     "compiled_opt.core.randomness": ("Draws",),
     "compiled_opt.core.stats": ("mc_standard_error", "paired_differences", "window_standard_error"),
     "compiled_opt.commands.forecast": ("forecast_frame",),

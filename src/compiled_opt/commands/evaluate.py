@@ -21,7 +21,7 @@ from compiled_opt.core.data import Series, check_history, splits
 from compiled_opt.core.errors import UsageError
 from compiled_opt.core.randomness import derive_seeds
 from compiled_opt.core.registry import Plugins
-from compiled_opt.run.console import Console, out_of_sample_line, warnings_of
+from compiled_opt.run.console import Console, metrics_table, out_of_sample_line, warnings_of
 from compiled_opt.run.plan import load_symbols
 from compiled_opt.store.records import OutOfSample
 from compiled_opt.store.stores import ConfigStore
@@ -120,8 +120,10 @@ def forward_test(config: Config, plugins: Plugins | None = None, pick: Selection
                                config.evaluation.eval_runs))
     out = []
     for s, name, params, status, picked in work:
-        evaluate = worker.evaluator(name, [s], [picked], d.horizon, config.evaluation.metric)
-        oos = OutOfSample.of(evaluate(params, seeds), evaluate(models[name].defaults, seeds))
+        evaluate = worker.evaluator(name, [s], [picked], d.horizon, config.evaluation.metric, sample_cache=False,
+                                    levels=config.forecast.quantiles, cost=config.evaluation.cost).evaluate
+        oos = OutOfSample.of(evaluate(params, seeds, every_metric=True),
+                             evaluate(models[name].defaults, seeds, every_metric=True))
         validation = splits(len(s), d.val_window, d.test_window, d.horizon).validation
         overlap = len(range(max(picked.start, validation.start), min(picked.stop, validation.stop)))
         out.append(ForwardResult(s.symbol, name, status, params, (picked.start, picked.stop - 1),
@@ -153,6 +155,12 @@ def print_forward(results: list[ForwardResult], seeds: tuple[int, ...], as_json:
                       f"{100 * o.change:+.2f}% ± {100 * o.relative_se:.2f}%", f"{o.skill:+.4f}")
     console = Console()
     console.table(table)
+    plugins = Plugins.load()
+    across = metrics_table([r.oos.metrics for r in results], {n: plugins.metrics.get(n) for n in plugins.metrics},
+                           "Every metric on these windows (stored configs against the models' defaults and the naive"
+                           " forecast)")
+    if across is not None:
+        console.table(across)
     console.line(out_of_sample_line(changes, "MAE") or "")
     console.line(f"seeds: {list(seeds)} (the run's own test line used the decision's seeds: other draws)")
     for text in warnings:

@@ -11,7 +11,7 @@ import datetime as dt
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -21,8 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from compiled_opt.core.errors import UsageError, did_you_mean
-from compiled_opt.store.records import Status, StoredRecord
+from compiled_opt.core.metrics import Metric
+from compiled_opt.core.registry import Plugins
+from compiled_opt.run.console import metrics_table
+from compiled_opt.store.records import MetricComparison, Status, StoredRecord
 from compiled_opt.store.stores import BEST, ConfigStore
+from compiled_opt.tuning.models import check_metrics
 
 BEST_MARK = "*"
 
@@ -30,7 +34,8 @@ BEST_MARK = "*"
 @dataclass(frozen=True)
 class StoredRow:
     """What ``show`` prints for one stored record; ``test_vs_defaults`` is the relative change of test
-    MAE against the model's defaults (negative: better) and ``test_vs_defaults_se`` its standard error."""
+    MAE against the model's defaults (negative: better) and ``test_vs_defaults_se`` its standard error;
+    ``test_metrics`` every metric on the test windows (empty in records before compiled-opt 0.3)."""
 
     symbol: str
     model: str
@@ -47,24 +52,25 @@ class StoredRow:
     policy: str | None
     run_id: str | None
     schema_version: int
+    test_metrics: dict[str, MetricComparison]
 
     @classmethod
     def of(cls, record: StoredRecord, best: StoredRecord | None) -> "StoredRow":
         oos = record.out_of_sample
         return cls(symbol=record.symbol, model=record.model, best=best is not None and best.model == record.model,
-                   status=record.status, validation_mae=record.validation.mae, test_mae=record.test.mae,
+                   status=record.status, validation_mae=record.validation.value, test_mae=record.test.value,
                    validation_skill=record.validation.skill, test_skill=record.test.skill,
                    test_vs_defaults=oos.change if oos else None,
                    test_vs_defaults_se=oos.relative_se if oos else None,
                    config=record.config, created_at=record.metadata.created_at,
                    policy=record.decision.policy if record.decision else None, run_id=record.metadata.run_id,
-                   schema_version=record.schema_version)
+                   schema_version=record.schema_version, test_metrics=oos.metrics if oos else {})
 
 
-def stored_rows(store: ConfigStore, configured: Sequence[str], models: Sequence[str] | None = None,
+def stored_rows(store: ConfigStore, configured: Sequence[str], plugins: Plugins, models: Sequence[str] | None = None,
                 symbols: Sequence[str] | None = None) -> list[StoredRow]:
     """Every stored record of the ``configured`` models (the config's), by symbol then model, optionally
-    only ``models`` (of those) and ``symbols``."""
+    only ``models`` (of those) and ``symbols``; each scored in registered metrics."""
     available = [m for m in store.models() if m in configured]
     for name in models or ():
         if name not in available:
@@ -80,8 +86,11 @@ def stored_rows(store: ConfigStore, configured: Sequence[str], models: Sequence[
     rows = []
     for symbol in (sorted(set(symbols)) if symbols else known):
         best = store.load(BEST, symbol)
-        rows += [StoredRow.of(record, best) for m in chosen if symbol in stored[m]
-                 for record in [store.load(m, symbol)] if record is not None]
+        for m in chosen:
+            record = store.load(m, symbol) if symbol in stored[m] else None
+            if record is not None:
+                check_metrics(record, plugins, str(store.path(m, symbol)))
+                rows.append(StoredRow.of(record, best))
     return rows
 
 
@@ -89,7 +98,8 @@ def print_json(rows: Sequence[StoredRow], store: ConfigStore, stream: TextIO) ->
     print(json.dumps({"directory": str(store.root), "configs": [dataclasses.asdict(r) for r in rows]}), file=stream)
 
 
-def print_table(rows: Sequence[StoredRow], store: ConfigStore, stream: TextIO) -> None:
+def print_table(rows: Sequence[StoredRow], store: ConfigStore, stream: TextIO,
+                metrics: Mapping[str, Metric] | None = None) -> None:
     if not rows:
         print(f"no stored configs in {store.root} (`compiled-opt run CONFIG` stores them)", file=stream)
         return
@@ -114,16 +124,22 @@ def print_table(rows: Sequence[StoredRow], store: ConfigStore, stream: TextIO) -
     notes = [f"{BEST_MARK}: the best/ choice for the symbol (lowest validation MAE across models). Test vs defaults:"
              " negative is lower error than the model's defaults; skill = 1 - MAE / naive MAE."]
     notes += [f"{status}: {Status(status).meaning}" for status in sorted({r.status for r in rows})]
+    having = sum(bool(r.test_metrics) for r in rows)
+    across = metrics_table([r.test_metrics for r in rows], metrics or {},
+                           f"Test metrics across the {having} stored configs that recorded them")
+    tables = [table] + ([across] if across is not None else [])
     if terminal:
         out = Console(file=stream, highlight=False)
-        out.print(table)
+        for t in tables:
+            out.print(t)
         for note in notes:
             out.print(note, markup=False)
         return
     # a pipe or log file: plain text, no row wrapped (one greppable line per config), no trailing blanks
     plain = Console(file=io.StringIO(), highlight=False, width=100_000, color_system=None)
     with plain.capture() as captured:
-        plain.print(table)
+        for t in tables:
+            plain.print(t)
     print("\n".join(line.rstrip() for line in captured.get().splitlines()), *notes, sep="\n", file=stream)
 
 
@@ -143,11 +159,14 @@ def format_time(iso: str | None) -> str:
 
 
 def show(store: ConfigStore, configured: Sequence[str], models: Sequence[str] | None, symbols: Sequence[str] | None,
-         as_json: bool, stream: TextIO | None = None) -> int:
+         as_json: bool, stream: TextIO | None = None, plugins: Plugins | None = None) -> int:
     """Print the stored configs of the config's models; name the other model folders beside them."""
-    stream = stream or sys.stdout
-    rows = stored_rows(store, configured, models, symbols)
-    (print_json if as_json else print_table)(rows, store, stream)
+    stream, plugins = stream or sys.stdout, plugins or Plugins.load()
+    rows = stored_rows(store, configured, plugins, models, symbols)
+    if as_json:
+        print_json(rows, store, stream)
+    else:
+        print_table(rows, store, stream, {name: plugins.metrics.get(name) for name in plugins.metrics})
     others = [m for m in store.models() if m not in configured]
     if others and not as_json:
         print(f"not shown: stored configs of models not in this config ({', '.join(others)})", file=stream)

@@ -19,7 +19,6 @@ from compiled_opt.core.errors import UsageError, did_you_mean
 from compiled_opt.core.names import check_model_name, symbol_problem
 from compiled_opt.core.space import Choices, Range, parse_space
 
-METRICS = ("pct_return_mae", "price_mae")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = ("float32", "bfloat16")
@@ -64,15 +63,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """How each config is scored: ``eval_runs`` stochastic runs from ``seed``, on ``metric``."""
+    """How each config is scored: ``eval_runs`` stochastic runs from ``seed``, on ``metric`` (a registered
+    metric: ``compiled-opt plugins``); ``cost`` is the sign strategy's cost per unit of position change
+    (``strategy_return``: 0.0005 is 5 basis points)."""
 
     eval_runs: int = 3
     seed: int = 0
     metric: str = "pct_return_mae"
+    cost: float = 0.0005
 
     def checks(self) -> dict[str, str | None]:
         return {"eval_runs": None if self.eval_runs >= 1 else "must be at least 1",
-                "metric": _one_of(self.metric, METRICS)}
+                "cost": None if 0 <= self.cost < 1 else "must be at least 0 and below 1 (a fraction of the price)"}
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from compiled_opt.core.aggregate import Aggregator, aggregate_all, is_l_statistic
+from compiled_opt.core.aggregate import Aggregator, aggregate_all, is_l_statistic, quantile
 from compiled_opt.core.backend import ModelBackend, WindowBatch, check_output
 from compiled_opt.core.data import Series, windows
+from compiled_opt.core.metrics import Forecasts, Metric, builtin_metrics
 from compiled_opt.core.randomness import Draws
 
 CACHE_BYTES = 4 * 2**30  # encode states (Kronos-base, 250 windows of 320 tokens: ~1.2 GB each) or draws
@@ -34,6 +35,9 @@ class Evaluation:
     that more runs reduce. ``window_sd`` / ``window_sem`` are over the run-averaged window errors:
     the spread that more runs do not reduce. ``exact`` evaluations have one run and no Monte Carlo
     spread. ``window_ids`` name the windows (symbol and row), so two evaluations can be paired.
+
+    An evaluation of every metric (``Evaluator(..., every_metric=True)``) also has ``losses``, each
+    registered metric's ``[run, window]``, and ``naive_losses``, the naive forecast's ``[window]``.
     """
 
     errors: np.ndarray
@@ -45,6 +49,8 @@ class Evaluation:
     metric: str = "pct_return_mae"
     return_errors: np.ndarray | None = None
     naive_errors: np.ndarray | None = None
+    losses: Mapping[str, np.ndarray] | None = None
+    naive_losses: Mapping[str, np.ndarray] | None = None
 
     @property
     def runs(self) -> int:
@@ -93,11 +99,16 @@ class Evaluation:
         return None if not naive else 1.0 - self.mean / naive
 
 
-def naive_errors(batch: WindowBatch, metric: str) -> np.ndarray:
-    """``[windows]``: the persistence forecast's errors (the last close, a predicted return of 0)."""
-    last = batch.last_close[:, None]
-    error = (batch.target - last).abs()
-    return (error / last if metric == "pct_return_mae" else error).mean(-1).numpy()
+def naive_forecasts(batch: WindowBatch, levels: Sequence[float] = (), cost: float = 0.0) -> Forecasts:
+    """The persistence forecast of ``batch``'s windows (the last close: a predicted return of 0), one run."""
+    last, target = batch.last_close.numpy(), batch.target.numpy()
+    return Forecasts(np.broadcast_to(last[None, :, None], (1, *target.shape)), target, last, levels=tuple(levels),
+                     cost=cost)
+
+
+def naive_errors(batch: WindowBatch, metric: Metric) -> np.ndarray:
+    """``[windows]``: the persistence forecast's losses in ``metric``."""
+    return metric.loss(naive_forecasts(batch))[0]
 
 
 def forecast_errors(point: torch.Tensor, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +233,9 @@ class CachedDraw:
         return forecast_errors(aggregator(self.samples[:, :, :count], dim=2), batch)
 
 
+MAE_METRICS = ("pct_return_mae", "price_mae")  # scored through the sample cache's tables
+
+
 class Evaluator:
     """Scores configs of one backend on one symbol's windows.
 
@@ -232,17 +246,25 @@ class Evaluator:
     computed at once (``CachedDraw``). Every sample tensor is drawn at the same count, so a result
     never depends on what was cached before. ``caches`` may be shared with other evaluators: entries
     are keyed by the backend, the data (symbol, file, length, rows, horizon, metric) and the parameters.
+
+    ``metric`` (a name in ``metrics``, the registered metrics) is the score. The MAEs go through the
+    sample cache's tables; another metric, or ``every_metric`` (every metric and the naive forecast's,
+    for the test windows and decisions), through the samples themselves (``core.metrics``), with the
+    quantile ``levels`` pinball loss scores and the ``cost`` per trade of the sign strategy.
     """
 
     def __init__(self, backend: ModelBackend, aggregators: Mapping[str, Aggregator], series: Series,
                  rows: range, horizon: int, metric: str = "pct_return_mae", caches: Caches | None = None,
-                 name: str = "backend", max_samples: int | None = None):
+                 name: str = "backend", max_samples: int | None = None, metrics: Mapping[str, Metric] | None = None,
+                 levels: Sequence[float] = (0.1, 0.5, 0.9), cost: float = 0.0):
         self.backend = backend
         self.aggregators = aggregators
         self.series = series
         self.rows = rows
         self.horizon = horizon
         self.metric = metric
+        self.metrics = metrics if metrics is not None else {m.name: m for m in builtin_metrics()}
+        self.levels, self.cost = tuple(levels), cost
         self.caches = caches or Caches(BoundedCache(CACHE_BYTES), BoundedCache(SAMPLE_CACHE_BYTES))
         self.name = name
         self.max_samples = max_samples if backend.samples_param else None
@@ -253,29 +275,38 @@ class Evaluator:
             batch = windows(self.series, self.rows, self.backend.context_length(params), self.horizon)
             with torch.inference_mode():
                 state = self.backend.encode(batch, params)
-            return Encoded(batch, state, naive_errors(batch, self.metric), tuple(batch.window_ids.tolist()))
+            naive = naive_errors(batch, self.metrics[self.metric])
+            return Encoded(batch, state, naive, tuple(batch.window_ids.tolist()))
 
         return self.caches.states.get((*self._data, *(params[k] for k in self.backend.encode_keys)), encode)
 
-    def _sampled(self, batch: WindowBatch, state: Any, params: Mapping[str, Any],
-                 seeds: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """The return and price errors ``[runs, windows]`` of ``params``' aggregate of its samples, through
-        the sample cache when it serves them."""
+    def _draw(self, batch: WindowBatch, state: Any, params: Mapping[str, Any],
+              seeds: tuple[int, ...]) -> tuple[torch.Tensor, CachedDraw | None, Hashable]:
+        """``params``' samples ``[runs, windows, count, horizon]``, with the cached draw they were cut from
+        and its key (``None``: drawn at the config's own count, as the sample cache does not serve it)."""
         draws = Draws(tuple(seeds), batch.window_ids, device=self.backend.runtime.device)
-        count_key, name = self.backend.samples_param, params["aggregate"]
-        aggregator = self.aggregators[name]
+        count_key = self.backend.samples_param
         if self.max_samples is None or int(params[count_key]) > self.max_samples:
-            samples = self._checked(self.backend.sample(state, params, draws), batch, seeds, params)
-            return forecast_errors(aggregator(samples, dim=2), batch)
+            return self._checked(self.backend.sample(state, params, draws), batch, seeds, params), None, None
         full = {**params, count_key: self.max_samples}
-        others = tuple(sorted((k, v) for k, v in full.items() if k != "aggregate"))
-        key = (*self._data, others, tuple(seeds))
+        key = (*self._data, tuple(sorted((k, v) for k, v in full.items() if k != "aggregate")), tuple(seeds))
 
         def draw() -> CachedDraw:
             samples = self.backend.sample(state, full, draws)
             return CachedDraw.of(self._checked(samples, batch, seeds, full), self.aggregators)
 
-        errors = self.caches.draws.get(key, draw).errors(int(params[count_key]), name, aggregator, batch)
+        cached = self.caches.draws.get(key, draw)
+        return cached.samples[:, :, : int(params[count_key])], cached, key
+
+    def _sampled(self, batch: WindowBatch, state: Any, params: Mapping[str, Any],
+                 seeds: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The return and price errors ``[runs, windows]`` of ``params``' aggregate of its samples, through
+        the sample cache's tables when it serves them."""
+        name = params["aggregate"]
+        samples, cached, key = self._draw(batch, state, params, seeds)
+        if cached is None:
+            return forecast_errors(self.aggregators[name](samples, dim=2), batch)
+        errors = cached.errors(samples.shape[2], name, self.aggregators[name], batch)
         self.caches.draws.measure(key)
         return errors
 
@@ -285,29 +316,53 @@ class Evaluator:
         return check_output(self.name, "sample", samples, (len(seeds), len(batch), count, batch.horizon),
                             "[runs, windows, samples, horizon]")
 
-    def __call__(self, params: Mapping[str, Any], seeds: tuple[int, ...]) -> Evaluation:
+    def _forecasts(self, batch: WindowBatch, state: Any, params: Mapping[str, Any],
+                   seeds: tuple[int, ...]) -> tuple[Forecasts, tuple[int, ...]]:
+        """What the metrics see (``core.metrics.Forecasts``), and the seeds (none for exact aggregates)."""
+        target, last = batch.target.numpy(), batch.last_close.numpy()
+        aggregator = self.aggregators[params["aggregate"]]
+        exact = self.backend.exact(state, params, aggregator)
+        if exact is not None:
+            def quantiles(levels: Sequence[float]) -> np.ndarray:
+                values = [self.backend.exact(state, params, quantile(q)) for q in levels]
+                return torch.stack(values).to("cpu", torch.float64).numpy()[None]  # [1, levels, windows, horizon]
+
+            point = check_output(self.name, "exact", exact, (len(batch), batch.horizon), "[windows, horizon]")
+            return Forecasts(point.to("cpu", torch.float64).numpy()[None], target, last, quantile=quantiles,
+                             levels=self.levels, cost=self.cost), ()
+        samples = self._draw(batch, state, params, seeds)[0]
+        point = aggregator(samples, dim=2).to("cpu", torch.float64).numpy()
+        ordered = np.sort(samples.to("cpu", torch.float64).numpy(), axis=2)
+        return Forecasts(point, target, last, samples=ordered, levels=self.levels, cost=self.cost), tuple(seeds)
+
+    def __call__(self, params: Mapping[str, Any], seeds: tuple[int, ...], every_metric: bool = False) -> Evaluation:
         """Evaluate ``params`` with one run per seed, all runs in one backend call."""
         start = time.perf_counter()
         batch, state, naive, window_ids = self._encoded(params)
+        losses = naive_losses = None
         with torch.inference_mode():
-            point = self.backend.exact(state, params, self.aggregators[params["aggregate"]])
-            if point is not None:
-                point = check_output(self.name, "exact", point, (len(batch), batch.horizon), "[windows, horizon]")
-                seeds = ()
-                return_errors, price_errors = forecast_errors(point.unsqueeze(0), batch)
+            if every_metric or self.metric not in MAE_METRICS:
+                forecasts, seeds = self._forecasts(batch, state, params, tuple(seeds))
+                wanted = self.metrics if every_metric else {n: self.metrics[n] for n in {*MAE_METRICS, self.metric}}
+                losses = {name: metric.loss(forecasts) for name, metric in wanted.items()}
+                errors, return_errors, price_errors = (losses[n] for n in (self.metric, *MAE_METRICS))
+                if every_metric:
+                    plain = naive_forecasts(batch, self.levels, self.cost)
+                    naive_losses = {name: metric.loss(plain)[0] for name, metric in self.metrics.items()}
+                else:
+                    losses = None
             else:
-                return_errors, price_errors = self._sampled(batch, state, params, tuple(seeds))
-        return Evaluation(
-            errors=return_errors if self.metric == "pct_return_mae" else price_errors,
-            price_errors=price_errors,
-            seeds=tuple(seeds),
-            window_ids=window_ids,
-            latency_s=time.perf_counter() - start,
-            exact=not seeds,
-            metric=self.metric,
-            return_errors=return_errors,
-            naive_errors=naive,
-        )
+                point = self.backend.exact(state, params, self.aggregators[params["aggregate"]])
+                if point is not None:
+                    point = check_output(self.name, "exact", point, (len(batch), batch.horizon), "[windows, horizon]")
+                    seeds = ()
+                    return_errors, price_errors = forecast_errors(point.unsqueeze(0), batch)
+                else:
+                    return_errors, price_errors = self._sampled(batch, state, params, tuple(seeds))
+                errors = return_errors if self.metric == "pct_return_mae" else price_errors
+        return Evaluation(errors=errors, price_errors=price_errors, seeds=tuple(seeds), window_ids=window_ids,
+                          latency_s=time.perf_counter() - start, exact=not seeds, metric=self.metric,
+                          return_errors=return_errors, naive_errors=naive, losses=losses, naive_losses=naive_losses)
 
 
 class PooledEvaluator:
@@ -316,17 +371,22 @@ class PooledEvaluator:
     def __init__(self, evaluators: Sequence[Evaluator]):
         self.evaluators = list(evaluators)
 
-    def __call__(self, params: Mapping[str, Any], seeds: tuple[int, ...]) -> Evaluation:
-        parts = [evaluate(params, seeds) for evaluate in self.evaluators]
+    def __call__(self, params: Mapping[str, Any], seeds: tuple[int, ...], every_metric: bool = False) -> Evaluation:
+        parts = [evaluate(params, seeds, every_metric) for evaluate in self.evaluators]
 
         def joined(name: str) -> np.ndarray:
             return np.concatenate([getattr(p, name) for p in parts], axis=-1)
 
-        first = parts[0]
+        def joined_losses(name: str) -> dict[str, np.ndarray] | None:
+            first = getattr(parts[0], name)
+            return None if first is None else {k: np.concatenate([getattr(p, name)[k] for p in parts], axis=-1)
+                                               for k in first}
+
         return Evaluation(errors=joined("errors"), price_errors=joined("price_errors"),
                           seeds=max((p.seeds for p in parts), key=len),
                           window_ids=tuple(w for p in parts for w in p.window_ids),
                           latency_s=sum(p.latency_s for p in parts), exact=all(p.exact for p in parts),
-                          metric=first.metric, return_errors=joined("return_errors"),
-                          naive_errors=joined("naive_errors"))
+                          metric=parts[0].metric, return_errors=joined("return_errors"),
+                          naive_errors=joined("naive_errors"), losses=joined_losses("losses"),
+                          naive_losses=joined_losses("naive_losses"))
 

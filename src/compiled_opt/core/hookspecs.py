@@ -41,6 +41,16 @@ def compiled_opt_register_aggregators(register: Register) -> None:
 
 
 @hookspec
+def compiled_opt_register_metrics(register: Register) -> None:
+    """Register metrics (how good a forecast is, per run and window, from its point forecast, samples and
+    targets).
+
+    :param register: call ``register(name, metric)`` with a ``compiled_opt.api.Metric``; every metric
+        is reported, and ``evaluation.metric = "name"`` makes it the search's objective.
+    """
+
+
+@hookspec
 def compiled_opt_register_executors(register: Register) -> None:
     """Register executors (what runs a run's jobs: in this process, on Ray, ...).
 

@@ -14,7 +14,8 @@ from compiled_opt.core import hookspecs
 from compiled_opt.core.errors import OptionError, PluginError, UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "compiled_opt"
-KINDS = {"backends": "backend", "policies": "policy", "aggregators": "aggregator", "executors": "executor"}
+KINDS = {"backends": "backend", "policies": "policy", "aggregators": "aggregator", "metrics": "metric",
+         "executors": "executor"}
 
 
 def make_plugin_manager(extra: tuple[object, ...] = ()) -> pluggy.PluginManager:
@@ -77,11 +78,12 @@ class Registry:
 
 @dataclass
 class Plugins:
-    """Every registered backend, policy, aggregator and executor."""
+    """Every registered backend, policy, aggregator, metric and executor."""
 
     backends: Registry
     policies: Registry
     aggregators: Registry
+    metrics: Registry
     executors: Registry
 
     @classmethod

@@ -15,13 +15,24 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
+import numpy as np
 from rich.console import Console as RichConsole
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from compiled_opt.core.metrics import Metric
 from compiled_opt.core.stats import Across
-from compiled_opt.store.records import JobId, JobOutcome, Metrics, ReferenceKind, RunState, Stage, Status
+from compiled_opt.store.records import (
+    JobId,
+    JobOutcome,
+    MetricComparison,
+    Metrics,
+    ReferenceKind,
+    RunState,
+    Stage,
+    Status,
+)
 from compiled_opt.tuning.jobs import JobSpec, TrialBatch
 
 LEVELS = ("debug", "info", "warning")
@@ -47,6 +58,33 @@ def out_of_sample_line(changes: Sequence[float | None], label: str = "test MAE")
     return (f"{label} vs defaults: better on {a.better} of {a.n} symbols (sign test p={a.sign_p:.2g}), median change "
             f"{100 * a.median:+.2f}%, mean {100 * a.mean:+.2f}% ({sem}), {100 * Across.TRIM:.0f}%-trimmed mean "
             f"{100 * a.trimmed:+.2f}% (negative: lower error than the model's defaults)")
+
+
+def metrics_table(comparisons: Sequence[Mapping[str, MetricComparison]], metrics: Mapping[str, Metric],
+                  title: str = "Test metrics") -> Table | None:
+    """Every metric across jobs: the stored configs', the models' defaults' and the naive forecast's mean, in
+    the metric's own units, and the configs' difference from the defaults (mean over jobs, with its
+    standard error over the jobs' paired differences, or over the windows for one job) and on how many
+    jobs the config did better."""
+    rows = [c for c in comparisons if c]
+    if not rows:
+        return None
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for name, justify in (("Metric", "left"), ("Stored config", "right"), ("Model defaults", "right"),
+                          ("Naive", "right"), ("Config vs defaults", "right"), ("Better on", "right"), ("", "left")):
+        table.add_column(name, justify=justify)
+    for name, metric in metrics.items():
+        per_job = [c[name] for c in rows if name in c]
+        if not per_job:
+            continue
+        shown = {k: np.array([metric.shown(getattr(c, k)) for c in per_job]) for k in ("config", "defaults", "naive")}
+        diff = shown["config"] - shown["defaults"]
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else per_job[0].se
+        better = sum(c.difference > 0 for c in per_job)
+        table.add_row(name, *(f"{shown[k].mean():.6g}" for k in ("config", "defaults", "naive")),
+                      f"{diff.mean():+.4g} ± {se:.2g}", f"{better} of {len(per_job)}",
+                      "higher is better" if metric.higher_is_better else "lower is better")
+    return table
 
 
 def warnings_of(rows: Sequence[Mapping[str, Any]], label: str = "test") -> list[str]:
@@ -155,7 +193,7 @@ class Console:
         if trace:
             self.line(trace, level="warning")
 
-    def job_done(self, job: JobSpec, done: JobOutcome) -> None:
+    def job_done(self, job: JobSpec, done: JobOutcome, metrics: Mapping[str, Metric]) -> None:
         if self.level > LEVELS.index("info"):
             return
         if job.stage is Stage.POOLED:
@@ -163,6 +201,11 @@ class Console:
             self.line(f"Pooled stage {job.job_id}: {what} {dict(done.config)}: {done.decision.reason}")
             return
         self._job_block(job, done)
+        shown = [f"{name} {' | '.join(f'{metric.shown(getattr(c, k)):.4g}' for k in ('config', 'defaults', 'naive'))}"
+                 for name, metric in metrics.items() for c in [done.out_of_sample.metrics.get(name)]
+                 if c is not None and name != "pct_return_mae"]
+        if shown:
+            self.line(f"  Test metrics (stored | defaults | naive): {', '.join(shown)}")
 
     def _job_block(self, job: JobSpec, done: JobOutcome) -> None:
         runs, search = len(job.seeds.search), done.search
@@ -198,7 +241,7 @@ class Console:
     def evaluation(self, label: str, m: Metrics) -> None:
         spread = ("exact: no Monte Carlo spread" if m.exact else
                   f"Monte Carlo sd {m.std:.6f}, sem {m.sem:.6f} over {m.runs} runs")
-        self.line(f"  {label}: MAE {m.mae:.6f} ({spread}; window-to-window sd {m.window_sd:.6f}, "
+        self.line(f"  {label}: MAE {m.value:.6f} ({spread}; window-to-window sd {m.window_sd:.6f}, "
                   f"sem {m.window_sem:.6f})")
 
     def decision(self, accept: bool, reason: str, stats: Mapping[str, Any]) -> None:
@@ -213,7 +256,7 @@ class Console:
         self.out.print(table)
 
     def summary(self, results: Sequence[JobOutcome | JobId], state: RunState, run_dir: Any, next_steps: str,
-                skipped: Mapping[str, str] | None = None) -> None:
+                skipped: Mapping[str, str] | None = None, metrics: Mapping[str, Metric] | None = None) -> None:
         """The run's table, one row per (symbol, model) job (a failed job: its id), the lines across them,
         its warnings, and the commands that look at the results (``next_steps``)."""
         rows = [summary_row(r, state) for r in results]
@@ -236,6 +279,11 @@ class Console:
                           _fmt(r["challenger_mae"]), _pct(r["improvement"]), _fmt(r["test_mae"]),
                           _fmt(r["skill"], "+.4f"), change)
         self.out.print(table)
+        finished = [r.out_of_sample.metrics for r in results if isinstance(r, JobOutcome)]
+        across = metrics_table(finished, metrics or {}, "Test metrics across jobs (stored configs against the models'"
+                               " defaults and the naive forecast)")
+        if across is not None:
+            self.out.print(across)
         for r in rows:
             if r["status"] == Status.FAILED:
                 self.line(f"  {r['symbol']}/{r['model']} failed: {r['error']}", level="warning")
@@ -271,7 +319,7 @@ def summary_row(result: JobOutcome | JobId, state: RunState) -> dict[str, Any]:
                 "below_resolution": False}
     oos = result.out_of_sample
     return {"symbol": result.job.symbol, "model": result.job.model, "status": result.status.value, "error": "",
-            "validation_mae": result.kept_validation.mae, "challenger_mae": result.challenger_validation.mae,
+            "validation_mae": result.kept_validation.value, "challenger_mae": result.challenger_validation.value,
             "improvement": result.improvement, "test_mae": oos.config_mae, "test_change": oos.change,
             "test_se": oos.relative_se, "skill": oos.skill, "below_resolution": result.decision.below_resolution}
 

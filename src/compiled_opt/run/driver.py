@@ -54,6 +54,7 @@ class Run:
     def __init__(self, config: Config, plugins: Plugins | None = None, console: Console | None = None,
                  resume: str | None = None, debug: bool = False, allow_large: bool = False):
         self.config, self.plugins = config, plugins or Plugins.load()
+        self.metrics = {name: self.plugins.metrics.get(name) for name in self.plugins.metrics}
         self.console, self.debug = console or Console(), debug
         self.locks: list[Lock] = []
         try:
@@ -179,7 +180,7 @@ class Run:
         if not self.jobs:
             self.console.line(f"nothing to do: every job of run {self.run_dir.run_id} finished in an earlier attempt")
         self.console.summary(results, self.state, self.run_dir, next_steps(self.config, self.run_dir.run_id),
-                             self.plan.skipped)
+                             self.plan.skipped, self.metrics)
         return results
 
     def _left_out(self, problem: str) -> None:
@@ -237,7 +238,7 @@ class Run:
             state.progress, state.status = Progress.DONE, done.status
             self.outcomes[job.job_id] = done
             self.pending.append(done)
-            self.console.job_done(job, done)
+            self.console.job_done(job, done, self.metrics)
         self._commit()
 
     def _fail(self, job: JobId, error: str, trace: str) -> None:

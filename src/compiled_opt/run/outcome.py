@@ -106,7 +106,7 @@ def _record(job: JobSpec, result: JobResult, prior: StoredRecord | None, context
         search=done.search,
         metadata=Metadata(
             engine_version=compiled_opt.__version__, run_id=context.run_id, created_at=context.created_at,
-            previous_mae=prior.validation.mae if prior else None,
+            previous_mae=prior.validation.value if prior else None,
             generation=(prior.metadata.generation if prior else 0) + 1,
             compiled=context.compile_mode != "none", compile_mode=context.compile_mode, device=result.device,
             dtype=result.dtype, mode=context.mode, optimizer=context.optimizer, metric=context.metric,

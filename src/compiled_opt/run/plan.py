@@ -57,6 +57,7 @@ class Plan:
 
     def __init__(self, config: Config, plugins: Plugins, run_id: str, run_seed: int, allow_large: bool = False):
         self.config, self.plugins, self.run_id, self.run_seed = config, plugins, run_id, run_seed
+        plugins.metrics.get(config.evaluation.metric, config.where("evaluation.metric"))
         self.models = {name: make_model_spec(mc, plugins, config) for name, mc in config.models.items()}
         self.exhaustive = {name: self._exhaustive(model) for name, model in self.models.items()}
         if not all(self.exhaustive.values()):  # only a Nevergrad search imports Nevergrad
@@ -166,6 +167,7 @@ class Plan:
             policy=cfg.acceptance.policy, policy_options=dict(cfg.acceptance.options), reference=reference.params,
             reference_kind=reference.kind, pooled=dict(pooled) if pooled is not None else None,
             pooled_alpha=cfg.pooled.alpha, replay=tuple(logged), unused=model.unused,
+            levels=tuple(cfg.forecast.quantiles), cost=cfg.evaluation.cost,
         )
 
     def pooled_jobs(self, logged: Mapping[JobId, Sequence[Logged]]) -> list[JobSpec]:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from compiled_opt.core.config import METRICS
+import numpy as np
+
 from compiled_opt.core.errors import UsageError
 from compiled_opt.core.evaluate import Evaluation
 from compiled_opt.core.stats import window_standard_error
@@ -109,27 +110,42 @@ class Metrics:
     seeds: list[int]
     naive_mae: float | None = None
     skill: float | None = None
+    score: float | None = None
 
     @classmethod
     def of(cls, ev: Evaluation) -> Metrics:
         return cls(metric=ev.metric, pct_return_mae=ev.pct_return_mae, price_mae=ev.price_mae, std=ev.std, sem=ev.sem,
                    window_sd=ev.window_sd, per_run=[float(x) for x in ev.per_run], num_predictions=int(ev.errors.size),
-                   latency_s=ev.latency_s, exact=ev.exact, seeds=list(ev.seeds), naive_mae=ev.naive_mae, skill=ev.skill)
+                   latency_s=ev.latency_s, exact=ev.exact, seeds=list(ev.seeds), naive_mae=ev.naive_mae, skill=ev.skill,
+                   score=ev.mean)
 
     def checks(self) -> dict[str, str | None]:
-        """Ranges, checked when a file is read (``store.typed``); spreads may be NaN (unknown, in old records)."""
-        known = None if self.metric in METRICS else f"unknown metric {self.metric!r}; allowed: {', '.join(METRICS)}"
-        return {"metric": known, "pct_return_mae": _error(self.pct_return_mae), "price_mae": _error(self.price_mae),
-                **{f"per_run[{i}]": _error(v) for i, v in enumerate(self.per_run)},
+        """Ranges, checked when a file is read (``store.typed``); spreads may be NaN (unknown, in old records).
+        ``per_run``, ``score`` and ``naive_mae`` are in the record's metric: an MAE is at least 0, another
+        metric's loss may be negative (the sign strategy's is minus a return)."""
+        score = _error if self.metric in ("pct_return_mae", "price_mae") else _finite
+        return {"metric": None if self.metric else "must name a metric", "pct_return_mae": _error(self.pct_return_mae),
+                "price_mae": _error(self.price_mae), **{f"per_run[{i}]": score(v) for i, v in enumerate(self.per_run)},
                 "std": _spread(self.std), "sem": _spread(self.sem), "window_sd": _spread(self.window_sd),
                 "num_predictions": _count(self.num_predictions), "latency_s": _spread(self.latency_s),
-                "naive_mae": None if self.naive_mae is None else _error(self.naive_mae),
+                "naive_mae": None if self.naive_mae is None else score(self.naive_mae),
+                "score": None if self.score is None else score(self.score),
                 "skill": None if self.skill is None or self.skill <= 1 else f"must be at most 1, not {self.skill!r}"}
 
     @property
-    def mae(self) -> float:
-        """The mean error in this record's metric."""
+    def value(self) -> float:
+        """The mean of this record's metric: the search's score (records before compiled-opt 0.3 kept no
+        ``score``: then the MAE of the metric)."""
+        if self.score is not None:
+            return self.score
         return self.pct_return_mae if self.metric == "pct_return_mae" else self.price_mae
+
+    def in_metric(self, metric: str) -> float | None:
+        """The validation mean in ``metric``: both MAEs are always stored, any other metric only when it
+        was the record's own (None otherwise: the record cannot be compared in it)."""
+        if metric == self.metric:
+            return self.value
+        return getattr(self, metric) if metric in ("pct_return_mae", "price_mae") else None
 
     @property
     def runs(self) -> int:
@@ -142,12 +158,37 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class MetricComparison:
+    """One metric's mean loss on the test windows for a config, the model's defaults and the naive forecast;
+    ``difference`` is the defaults' minus the config's (positive: the config is better) and ``se`` its
+    standard error over the paired, run-averaged window differences."""
+
+    config: float
+    defaults: float
+    naive: float
+    difference: float
+    se: float
+
+    @classmethod
+    def of(cls, config: np.ndarray, defaults: np.ndarray, naive: np.ndarray) -> MetricComparison:
+        """From losses ``[runs, windows]`` of the config and the defaults and the naive forecast's ``[windows]``."""
+        d = defaults.mean(axis=0) - config.mean(axis=0)
+        return cls(float(config.mean()), float(defaults.mean()), float(naive.mean()), float(d.mean()),
+                   window_standard_error(d) or 0.0)
+
+    def checks(self) -> dict[str, str | None]:
+        return {"config": _finite(self.config), "defaults": _finite(self.defaults), "naive": _finite(self.naive),
+                "se": _spread(self.se)}
+
+
+@dataclass(frozen=True)
 class OutOfSample:
     """A config against the model's defaults on the test windows (never used to choose).
 
-    ``difference`` is defaults' MAE minus the config's (positive: the config is better), ``se`` its
-    standard error over the paired window differences; ``change`` is the config's relative change
-    of MAE against the defaults (negative: better).
+    The headline is the MAE of the predicted return: ``difference`` is the defaults' MAE minus the
+    config's (positive: the config is better), ``se`` its standard error over the paired window
+    differences, ``change`` the config's relative change of MAE against the defaults (negative:
+    better). ``metrics`` compares every registered metric the same way (``MetricComparison``).
     """
 
     config_mae: float
@@ -159,14 +200,18 @@ class OutOfSample:
     windows: int
     skill: float
     defaults_skill: float
+    metrics: dict[str, MetricComparison] = field(default_factory=dict)
 
     @classmethod
     def of(cls, config: Evaluation, defaults: Evaluation) -> OutOfSample:
-        d = defaults.errors.mean(axis=0) - config.errors.mean(axis=0)  # run-averaged, per window
-        return cls(config_mae=config.mean, defaults_mae=defaults.mean, naive_mae=float(config.naive_mae),
-                   difference=float(d.mean()), se=window_standard_error(d) or 0.0,
-                   change=(config.mean - defaults.mean) / defaults.mean, windows=int(d.size),
-                   skill=float(config.skill), defaults_skill=float(defaults.skill))
+        """From two evaluations of every metric (``Evaluator(..., every_metric=True)``) on the same windows."""
+        metrics = {name: MetricComparison.of(config.losses[name], defaults.losses[name], config.naive_losses[name])
+                   for name in config.losses}
+        mae = metrics["pct_return_mae"]
+        return cls(config_mae=mae.config, defaults_mae=mae.defaults, naive_mae=mae.naive, difference=mae.difference,
+                   se=mae.se, change=(mae.config - mae.defaults) / mae.defaults,
+                   windows=int(config.losses["pct_return_mae"].shape[1]), skill=1 - mae.config / mae.naive,
+                   defaults_skill=1 - mae.defaults / mae.naive, metrics=metrics)
 
     def checks(self) -> dict[str, str | None]:
         return {"config_mae": _error(self.config_mae), "defaults_mae": _error(self.defaults_mae),
@@ -326,6 +371,10 @@ def _error(value: float) -> str | None:
     return None if math.isfinite(value) and value >= 0 else f"must be a finite number of at least 0, not {value!r}"
 
 
+def _finite(value: float) -> str | None:
+    return None if math.isfinite(value) else f"must be a finite number, not {value!r}"
+
+
 def _spread(value: float) -> str | None:
     """A spread or a time: not negative, or NaN (unknown)."""
     return None if math.isnan(value) or value >= 0 else f"must be at least 0 (or NaN: unknown), not {value!r}"
@@ -420,7 +469,7 @@ class JobOutcome:
     @property
     def improvement(self) -> float | None:
         """The challenger's validation improvement over the reference (positive: better), at decision time."""
-        before, after = self.reference_validation.mae, self.challenger_validation.mae
+        before, after = self.reference_validation.value, self.challenger_validation.value
         return (before - after) / before if before else None
 
 

@@ -157,14 +157,20 @@ class ConfigStore:
 
     def update_best(self, symbol: str, metric: str, fresh: StoredRecord | None = None) -> StoredRecord | None:
         """Point ``best/<SYMBOL>.json`` at the stored model with the lowest validation ``metric``
-        (``fresh``: a record just saved, so it need not be read back)."""
+        (``fresh``: a record just saved, so it need not be read back). Records that were not scored in
+        ``metric`` cannot be ranked in it: if any record was, those are left out; if none was, all are
+        ranked by the return MAE every record holds."""
         records = [fresh if fresh is not None and m == fresh.model else self.load(m, symbol) for m in self.models()]
         records = [r for r in records if r is not None]
         if not records:
             return None
-        best = min(records, key=lambda r: getattr(r.validation, metric))
-        chosen = dataclasses.replace(best, selected_from={r.model: getattr(r.validation, metric) for r in records},
-                                     selection_metric=metric)
+        if any(r.validation.in_metric(metric) is not None for r in records):
+            records = [r for r in records if r.validation.in_metric(metric) is not None]
+        else:
+            metric = "pct_return_mae"
+        scores = {r.model: r.validation.in_metric(metric) for r in records}
+        best = min(records, key=lambda r: scores[r.model])
+        chosen = dataclasses.replace(best, selected_from=scores, selection_metric=metric)
         current, text = self.path(BEST, symbol), json_text(chosen.to_json())
         if not current.is_file() or current.read_bytes() != text.encode():
             self._write(current, text)

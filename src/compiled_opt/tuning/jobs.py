@@ -71,6 +71,8 @@ class JobSpec:
     pooled_alpha: float = 0.05
     replay: tuple[Logged, ...] = ()
     unused: tuple[str, ...] = ()  # parameters without effect under the fixed ones: not stored
+    levels: tuple[float, ...] = (0.1, 0.5, 0.9)  # the quantiles pinball loss scores (forecast.quantiles)
+    cost: float = 0.0  # per unit of position change, for the sign strategy's return (evaluation.cost)
 
     @property
     def model(self) -> str:

@@ -133,6 +133,7 @@ def check_stored(record: StoredRecord, plugins: Plugins, where: str) -> None:
     """A stored config its backend can run, as every config in a space is (``best/`` may copy it, and trading
     code runs it): the backend's parameters, a known aggregator, values ``check`` accepts. A record of a
     backend not installed here is checked for its types and ranges only (when it is read)."""
+    check_metrics(record, plugins, where)
     if record.backend not in plugins.backends:
         return
     cls = plugins.backends.get(record.backend)
@@ -141,6 +142,12 @@ def check_stored(record: StoredRecord, plugins: Plugins, where: str) -> None:
             raise UsageError(f"unknown parameter {key!r} for backend {record.backend!r};"
                              f" {did_you_mean(key, cls.defaults)}", f"{where}: config.{key}")
     _check(cls, plugins, {**cls.defaults, **record.config}, f"{where}: config")
+
+
+def check_metrics(record: StoredRecord, plugins: Plugins, where: str) -> None:
+    """The metrics a record was scored in are registered ones."""
+    for section, metrics in (("validation", record.validation), ("test", record.test)):
+        plugins.metrics.get(metrics.metric, f"{where}: {section}.metric")
 
 
 def _check(cls: type[ModelBackend], plugins: Plugins, params: Mapping[str, Any], where: str) -> None:

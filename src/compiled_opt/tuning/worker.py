@@ -37,6 +37,7 @@ class Worker:
         where = f"{setup.config_path}: runtime.device"
         self.runtime: Runtime = resolve_runtime(setup.runtime, where)
         self.aggregators = {name: self.plugins.aggregators.get(name) for name in self.plugins.aggregators}
+        self.metrics = {name: self.plugins.metrics.get(name) for name in self.plugins.metrics}
         # shared by every job: a symbol's own search reuses the encodes and draws of the pooled stage's search
         self.caches = Caches.for_device(self.runtime.device)
         self.backends: dict[str, ModelBackend] = {
@@ -54,17 +55,22 @@ class Worker:
         return dataclasses.replace(self.runtime, dtype=getattr(torch, dtype))
 
     def evaluator(self, model: str, series: Sequence[Series], rows: Sequence[range], horizon: int,
-                  metric: str, sample_cache: bool = True) -> ScoreMemo:
+                  metric: str, sample_cache: bool = True, levels: Sequence[float] = (0.1, 0.5, 0.9),
+                  cost: float = 0.0) -> ScoreMemo:
         """Scores configs of ``model`` on the given rows of each series (several: pooled), memoised; with
-        ``sample_cache`` (for many configs, as a search scores) through the model's sample cache."""
+        ``sample_cache`` (for many configs, as a search scores) through the model's sample cache. Every
+        registered metric is there for evaluations of all of them (``levels`` and ``cost``: see
+        ``Evaluator``)."""
         spec = self.setup.models[model]
         max_samples = spec.max_samples if sample_cache else None
         parts = [Evaluator(self.backends[model], self.aggregators, s, r, horizon, metric, self.caches,
-                           name=spec.backend, max_samples=max_samples) for s, r in zip(series, rows, strict=True)]
+                           name=spec.backend, max_samples=max_samples, metrics=self.metrics, levels=levels, cost=cost)
+                 for s, r in zip(series, rows, strict=True)]
         return ScoreMemo(parts[0] if len(parts) == 1 else PooledEvaluator(parts))
 
     def _evaluator(self, job: JobSpec, which: str, sample_cache: bool) -> ScoreMemo:
-        return self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric, sample_cache)
+        return self.evaluator(job.model, job.series, getattr(job, which), job.horizon, job.metric, sample_cache,
+                              job.levels, job.cost)
 
     def run(self, job: JobSpec, emit: Callable[[TrialBatch], None]) -> JobResult:
         """Search, gate against the pooled config, judge against the reference, score the test windows."""
@@ -93,7 +99,7 @@ class Worker:
             incumbent_suggested=result.incumbent_suggested, challenger=challenger, decision=verdict.decision,
             challenger_val=verdict.challenger, reference_val=verdict.incumbent, resolution_se=verdict.resolution_se,
             below_resolution=verdict.below_resolution,
-            test={k: test(v, job.seeds.decision) for k, v in configs.items()},
+            test={k: test.evaluate(v, job.seeds.decision, every_metric=True) for k, v in configs.items()},
             device=runtime.device, dtype=str(runtime.dtype).removeprefix("torch."), gate=gate,
         )
 

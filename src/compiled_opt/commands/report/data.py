@@ -57,9 +57,9 @@ class JobReport:
             naive = next((t.naive_mae for t in self.trials if t.naive_mae is not None), None)
             return Comparison(None, defaults_val, naive)
         if o.reference_kind is ReferenceKind.DEFAULTS:  # re-scored on the decision's seeds, as the kept config was
-            defaults_val = o.reference_validation.mae
+            defaults_val = o.reference_validation.value
         oos, kept = o.out_of_sample, o.kept_validation
-        return Comparison(kept.mae, defaults_val, kept.naive_mae, oos.config_mae, oos.defaults_mae, oos.naive_mae,
+        return Comparison(kept.value, defaults_val, kept.naive_mae, oos.config_mae, oos.defaults_mae, oos.naive_mae,
                           oos.change, oos.relative_se)
 
     def _trial_score(self, params: Mapping[str, Any] | None) -> float | None:

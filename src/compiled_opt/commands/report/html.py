@@ -16,7 +16,9 @@ from compiled_opt.commands.report import figures
 from compiled_opt.commands.report.data import Comparison, JobReport, RunReport, gather
 from compiled_opt.commands.show import format_time, format_value
 from compiled_opt.core.config import Config
-from compiled_opt.run.console import DECISION_KEYS, out_of_sample_line
+from compiled_opt.core.metrics import Metric
+from compiled_opt.core.registry import Plugins
+from compiled_opt.run.console import DECISION_KEYS, metrics_table, out_of_sample_line
 from compiled_opt.store.records import Stage
 from compiled_opt.store.stores import atomic_write
 
@@ -48,14 +50,16 @@ code { font-size: 12px; word-break: break-word; }
 def write_report(config: Config, which: str, out: Path | None = None) -> Path:
     """Render run ``which`` (an id or ``latest``) of ``config`` to ``out`` (default: the run folder's report.html)."""
     report = gather(config, which, "RUN_ID")
-    page = render(report)
+    plugins = Plugins.load()
+    page = render(report, {name: plugins.metrics.get(name) for name in plugins.metrics})
     out = Path(out) if out is not None else report.run_path / "report.html"
     atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out
 
 
-def render(report: RunReport) -> str:
-    state = report.state
+def render(report: RunReport, metrics: Mapping[str, Metric] | None = None) -> str:
+    """The page; ``metrics`` (the registered ones) name the test metrics and how to read them."""
+    state, metrics = report.state, metrics or {}
     comparisons = {j.job: j.comparison() for j in report.jobs}
     line = out_of_sample_line([comparisons[j.job].test_change for j in report.searches])
     unfinished = sum(j.outcome is None for j in report.searches)
@@ -72,8 +76,8 @@ def render(report: RunReport) -> str:
         " never used to choose. Skill = 1 - MAE / MAE of the naive forecast (predicted return 0): above 0 beats it."
         "</p>",
         "<h2>Summary</h2>", _summary(report, comparisons),
-        "<h2>Across symbols</h2>", _across(report),
-        "<h2>Per job</h2>", *(_job(j, comparisons[j.job]) for j in report.jobs),
+        "<h2>Across symbols</h2>", _across(report), _metrics_across(report, metrics),
+        "<h2>Per job</h2>", *(_job(j, comparisons[j.job], metrics) for j in report.jobs),
         "<h2>Config</h2>",
         f"<details><summary>the run's config file and command-line overrides</summary><pre>"
         f"{escape(state.config.text)}</pre><pre>{escape(json.dumps(state.config.overrides))}"
@@ -109,13 +113,34 @@ def _across(report: RunReport) -> str:
     return f'<div class="figs">{"".join(shown)}</div>'
 
 
-def _job(j: JobReport, c: Comparison) -> str:
+def _metrics_across(report: RunReport, metrics: Mapping[str, Metric]) -> str:
+    """Every metric across the run's finished jobs, as the run's summary shows it."""
+    table = metrics_table([j.outcome.out_of_sample.metrics for j in report.searches if j.outcome], metrics)
+    if table is None:
+        return ""
+    rows = [[escape(str(cell)) for cell in row] for row in zip(*(c.cells for c in table.columns), strict=True)]
+    return "<h3>Test metrics across symbols</h3>" + _table([c.header for c in table.columns], rows, numeric_from=1)
+
+
+def _job_metrics(j: JobReport, metrics: Mapping[str, Metric]) -> str:
+    """Every metric of the kept config on the test windows, against the defaults and the naive forecast."""
+    found = j.outcome.out_of_sample.metrics if j.outcome else {}
+    rows = [[escape(name), *(_num(metric.shown(getattr(c, k))) for k in ("config", "defaults", "naive")),
+             f"{_num(metric.shown(c.config) - metric.shown(c.defaults), '+.4g')} ± {_num(c.se, '.2g')}"]
+            for name, metric in metrics.items() for c in [found.get(name)] if c is not None]
+    if not rows:
+        return ""
+    return ("<h4>Test metrics</h4>" + _table(("metric", "kept config", "defaults", "naive", "vs defaults (± SE)"),
+                                              rows, numeric_from=1))
+
+
+def _job(j: JobReport, c: Comparison, metrics: Mapping[str, Metric]) -> str:
     heading = (f"{escape(j.job.symbol)} · {escape(j.job.model)}" if j.job.stage is Stage.SEARCH
                else f"pooled stage · {escape(j.job.model)}")
     return (f'<section class="job" id="{_anchor(j.job)}"><h3>{heading}{_status(j.status)}</h3>'
             f"{_img(figures.job_figure(j, c), f'search trace of {j.job}')}"
             f'<div class="cols"><div><h4>Decision</h4>{_decision(j)}</div>'
-            f"<div><h4>Errors (MAE)</h4>{_errors(c)}</div>"
+            f"<div><h4>Errors (MAE)</h4>{_errors(c)}{_job_metrics(j, metrics)}</div>"
             f"<div><h4>Kept config</h4>{_params(j.chosen)}</div></div></section>")
 
 
