@@ -11,4 +11,9 @@ python3 -m venv .venv
 # Last, and without its dependencies: toto-ts pins torch 2.7.0 and ~30 exact versions; the [toto]
 # extra above brought what it really needs at run time.
 .venv/bin/pip install -q --no-deps toto-ts==0.2.0
+# Debian's Chromium, for the tests that open a report in a browser (they skip without it): installed when
+# this user may (root with apt-get); nothing else needs it.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || echo "Chromium not installed: the browser tests will skip"
+fi
 echo "compiled-opt installed in .venv"

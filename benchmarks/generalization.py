@@ -6,9 +6,10 @@ driver, the bootstrap backend with the bundled config's space) on the visible ro
 the stored configs against the model's defaults on the hidden rows (``compiled-opt evaluate``'s
 forward test, fresh seeds). Per design, averaged over ``--seeds`` search seeds:
 
-- ``validation_change_pct``: the stored configs' validation MAE against the defaults' (re-scored on
-  the same windows and seeds at decision time), mean over symbols;
-- ``hidden_change_pct`` (and its sem over symbols): the same on the hidden rows: the product;
+- ``validation_change_pct``: the stored configs' validation score (in the design's objective, the return
+  MAE unless it says otherwise) against the defaults' (re-scored on the same windows and seeds at decision
+  time), mean over symbols;
+- ``hidden_change_pct`` (and its sem over symbols): the return MAE's change on the hidden rows: the product;
 - ``better`` / ``worse``: symbols whose hidden-row MAE is below / above the defaults';
 - ``changed`` and ``helped``: symbols whose stored config is not the defaults, and the share of those
   that are better on the hidden rows;
@@ -51,16 +52,19 @@ DESIGNS = {
     "250 windows, 100 trials": dict(val_window=250, trials=100),
     "120 windows + pooled, 100 trials": dict(val_window=120, pooled=True, trials=100),
     "250 windows + pooled, 100 trials": dict(val_window=250, pooled=True, trials=100),
+    "the defaults, tuned on CRPS": dict(val_window=250, pooled=True, trials=100, metric="crps"),
 }
 
 
 def config_text(data: Path, out: Path, seed: int, val_window: int = 30, optimizer: str = "TwoPointsDE",
-                trials: int = 40, pooled: bool = False) -> str:
+                trials: int = 40, pooled: bool = False, metric: str = "pct_return_mae") -> str:
     return f"""
 [data]
 directory = "{data}"
 val_window = {val_window}
 test_window = 20
+[evaluation]
+metric = "{metric}"
 [search]
 optimizer = "{optimizer}"
 trials = {trials}

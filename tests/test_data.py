@@ -141,7 +141,9 @@ def test_import_names_the_missing_column(tmp_path: Path, header: str, missing: s
     [
         (4, "-3", "line 4: close: non-positive price -3.0"),  # line 4 in an editor: the header is line 1
         (4, "", "line 4: close: value is NaN"),
-        (4, "abc", "invalid value 'abc'"),
+        (4, "abc", "line 4: close: not a number: 'abc'"),
+        (2, "9.0", r"line 4: high: high below low \(open 11.5, high 9, low 11, close 12\)"),
+        (4, "13.5", "line 4: close: close outside the bar's low..high"),
         (0, "2024-13-45", "line 4: timestamp: not a date"),
     ],
 )
@@ -160,6 +162,16 @@ def test_import_rejects_bad_data_and_writes_nothing(tmp_path: Path, field: int, 
     assert str(err.value).startswith(str(path))
     assert sorted(p.name for p in out.iterdir()) == ["ABC.parquet"]
     assert (out / "ABC.parquet").read_bytes() == b"previous good file"
+
+
+def test_import_names_the_line_of_a_short_row(tmp_path: Path) -> None:
+    path = old_layout_csv(tmp_path / "abc.csv", with_amount=False)
+    lines = path.read_text().splitlines()
+    lines[4] = ",".join(lines[4].split(",")[:4])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UsageError, match=r"abc.csv: line 5: 4 fields, the header has 6") as err:
+        import_csv(path, tmp_path / "out")
+    assert "\n" not in str(err.value)
 
 
 def test_import_rejects_unsorted_rows(tmp_path: Path) -> None:
@@ -228,6 +240,8 @@ def parquet(path: Path, **changes: list) -> Path:
         ({"low": [0.5, 0.5, 0.5, 0.0, 0.5]}, "data row 3: low", "non-positive price"),
         ({"open": [1.0, -1.0, 1.0, 1.0, 1.0]}, "data row 1: open", "non-positive price"),
         ({"volume": [10.0, 10.0, 10.0, 10.0, -1.0]}, "data row 4: volume", "negative"),
+        ({"high": [2.0, 2.0, 0.4, 2.0, 2.0]}, "data row 2: high", "high below low"),
+        ({"open": [1.0, 1.0, 1.0, 2.5, 1.0]}, "data row 3: open", "open outside the bar's low..high"),
         ({"timestamp": [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 4, 3, 5)]}, "data row 3: timestamp", "unsorted"),
         ({"timestamp": [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 2, 3, 4)]}, "data row 2: timestamp", "duplicate"),
         ({"timestamp": [datetime(2024, 1, 1, tzinfo=UTC), None, *[datetime(2024, 1, 9, tzinfo=UTC)] * 3]},

@@ -184,3 +184,37 @@ def test_exact_crps_and_pinball_agree_with_many_samples(tmp_path, app_series):
     assert exact.exact and not sampled.exact
     for name in ("crps", "pinball", "pct_return_mae"):
         assert exact.losses[name].mean() == pytest.approx(sampled.losses[name].mean(), rel=0.03), name
+
+
+def test_the_paired_standard_error_matches_a_simulation():
+    """Over many simulated test sets (windows with shared difficulty, 3 runs of Monte Carlo noise), the
+    printed SE is the spread of the difference it describes, and 2 SEs cover the truth about 95% of the time."""
+    from compiled_opt.store.records import MetricComparison
+
+    rng = np.random.default_rng(7)
+    truth, differences, ses = 0.002, [], []
+    for _ in range(4000):
+        hard = rng.gamma(2.0, 0.01, size=40)  # a window's difficulty, shared by both configs
+        defaults = hard + truth + rng.normal(0, 0.004, size=(3, 40))
+        config = hard + rng.normal(0, 0.004, size=(3, 40))
+        c = MetricComparison.of(config, defaults, hard)
+        differences.append(c.difference)
+        ses.append(c.se)
+    differences, ses = np.array(differences), np.array(ses)
+    assert np.sqrt(np.mean(ses**2)) == pytest.approx(differences.std(), rel=0.05)
+    assert np.mean(np.abs(differences - truth) < 1.96 * ses) == pytest.approx(0.95, abs=0.015)
+
+
+def test_the_docs_metric_plugin_registers_and_scores():
+    """docs/metrics.md's example plugin, as written: it registers one metric that is the return's MSE."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), namespace)
+    registered = {}
+    namespace["compiled_opt_register_metrics"](lambda name, metric: registered.setdefault(name, metric))
+    last, y, r_hat = np.array([10.0, 20.0]), np.array([0.01, -0.03]), np.array([0.02, 0.0])
+    f = Forecasts(point=(last * (1 + r_hat))[None, :, None], target=(last * (1 + y))[:, None], last=last)
+    assert registered["pct_return_mse"].loss(f)[0] == pytest.approx((r_hat - y) ** 2)

@@ -75,7 +75,7 @@ def read_csv(path: Path, symbol: str | None = None) -> tuple[str, pa.Table]:
             path, convert_options=pv.ConvertOptions(column_types=types, include_columns=[time_name, *types])
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        raise UsageError(f"cannot read the CSV ({exc})", str(path)) from exc
+        raise _first_bad_line(path, list(types)) or UsageError(f"cannot read the CSV ({exc})", str(path)) from exc
     columns = {"timestamp": _utc_seconds(raw.column(time_name), path, time_name)}
     columns |= {c: raw.column(names[c]) for c in NUMBERS}
     if "amount" in names:
@@ -99,6 +99,28 @@ def _header(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read the CSV ({exc})", str(path)) from exc
     return {name.strip().lower(): name for name in header}
+
+
+def _first_bad_line(path: Path, numeric: list[str]) -> UsageError | None:
+    """The first row Arrow cannot read, found again with the csv module to name its editor line: a row with
+    another number of fields than the header, or a number column that is not a number (empty is missing)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for row in reader:
+                where = f"{path}: line {reader.line_num}"
+                if row and len(row) != len(header):
+                    return UsageError(f"{len(row)} fields, the header has {len(header)}: {','.join(row)!r}", where)
+                for name in numeric:
+                    value = row[header.index(name)].strip() if row else ""
+                    try:
+                        float(value or "nan")
+                    except ValueError:
+                        return UsageError(f"not a number: {value!r}", f"{where}: {name}")
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 def _utc_seconds(column: pa.ChunkedArray, path: Path, name: str) -> pa.ChunkedArray:

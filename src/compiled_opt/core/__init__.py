@@ -2,7 +2,8 @@
 
 The backend contract (``backend``), keyed random numbers (``randomness``), aggregators as
 L-statistics (``aggregate``), search spaces (``space``), the config file (``config``), market data
-and windows (``data``), batched evaluation (``evaluate``), paired statistics (``stats``) and
+and windows (``data``), batch padding (``buckets``), batched evaluation (``evaluate``), forecast
+metrics (``metrics``), paired statistics (``stats``) and
 group-sequential boundaries (``boundaries``), the hooks and the plugin registry (``hookspecs``,
 ``registry``), the grammar of symbols and model names (``names``), and the one user-facing error
 (``errors``).

@@ -18,6 +18,7 @@ from compiled_opt.core.errors import UsageError
 
 REQUIRED = ("timestamp", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
+BAR_TOLERANCE = 1e-6  # rounding in adjusted prices
 
 
 @dataclass(frozen=True)
@@ -114,12 +115,26 @@ def _check(path: Path, time: np.ndarray, values: np.ndarray, locate: Callable[[i
             row = int(np.flatnonzero(bad)[0])
             raise UsageError(f"{'non-positive price' if name in PRICES else 'negative value'} {col[row]}",
                              f"{path}: {locate(row)}: {name}")
+    _check_bars(path, values, locate)
     step = np.diff(time)
     if (step <= 0).any():
         row = int(np.flatnonzero(step <= 0)[0]) + 1
         what = "duplicate" if step[row - 1] == 0 else "unsorted"
         raise UsageError(f"{what} timestamp (rows must be strictly increasing in time)",
                          f"{path}: {locate(row)}: timestamp")
+
+
+def _check_bars(path: Path, values: np.ndarray, locate: Callable[[int], str]) -> None:
+    """Each bar's high is its highest price and its low its lowest (within ``BAR_TOLERANCE``, relative)."""
+    at = {name: values[:, FEATURES.index(name)] for name in PRICES}
+    slack = BAR_TOLERANCE * at["high"]
+    for name, bad in (("high", at["high"] < at["low"]),
+                      *((name, (at[name] > at["high"] + slack) | (at[name] < at["low"] - slack)) for name in ("open", "close"))):
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            prices = ", ".join(f"{n} {at[n][row]:g}" for n in PRICES)
+            what = "high below low" if name == "high" else f"{name} outside the bar's low..high"
+            raise UsageError(f"{what} ({prices})", f"{path}: {locate(row)}: {name}")
 
 
 def splits(length: int, val_window: int, test_window: int, horizon: int) -> Splits:
