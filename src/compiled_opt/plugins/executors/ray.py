@@ -6,8 +6,12 @@ that mostly wait on a GPU); ``workers`` actors (0: as many as the cluster's GPUs
 ``stream_s``: an actor sends its finished batches back together at most this often (0: each as it
 finishes), so that the driver is not woken for every batch; ``address`` of a running cluster to join
 (or ``--ray-address``; empty starts a local Ray); ``max_retries`` per job whose actor died; ``bind``: a
-local Ray listens on ``"loopback"`` only (the default: nothing on the network can reach it), or, with ``"all"``, on every
-interface as Ray does by default (so that other machines can join it).
+local Ray listens on ``"loopback"`` only (the default: nothing on the network can reach it), or, with
+``"all"``, on every interface as Ray does by default (so that other machines can join it).
+
+The pooled stage, in ``pooled.shards`` groups of symbols, is searched in the driver: each candidate
+is evaluated on every shard at once, one call per shard on the actors, and the shards joined
+(``compiled_opt.tuning.shards``).
 
 Each actor loads every model once and runs many jobs. Finished trial batches stream back in groups
 (each job is a Ray streaming generator; a job's last batches come with its result), so the driver's
@@ -37,6 +41,9 @@ from compiled_opt.api import (
     OnEvent,
     OptionError,
     Register,
+    ShardCall,
+    ShardedRunner,
+    ShardEvaluators,
     TrialBatch,
     TrialRow,
     UsageError,
@@ -45,6 +52,7 @@ from compiled_opt.api import (
     hookimpl,
     logged_trials,
     run_job,
+    split_shards,
 )
 
 INSTALL = "pip install 'compiled-opt[ray]'"
@@ -88,6 +96,7 @@ class _Actor:
 
     def __init__(self, setup: WorkerSetup):
         self.worker = Worker(setup)
+        self.shards = ShardEvaluators(self.worker)
         import nevergrad  # noqa: F401  (imported here, while the actor starts, not inside its first job)
 
     def ready(self) -> str:
@@ -95,6 +104,10 @@ class _Actor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def evaluate(self, key: Any, shard: list, call: ShardCall) -> Any:
+        """One evaluation of a pooled job's shard (``shard``: its object ref in a list, fetched the first time)."""
+        return self.shards(key, lambda: _ray().get(shard[0]), call)
 
     def run(self, job: JobSpec, stream_s: float) -> Iterator[list[TrialBatch | JobDone]]:
         """A Ray streaming generator: ``job``'s finished batches, in groups of those that finish within
@@ -183,6 +196,33 @@ class RayExecutor(Executor):
         return _ray().get([a.pid.remote() for a in self.actors])
 
     def run(self, jobs: Sequence[JobSpec], on_event: OnEvent) -> None:
+        for job in jobs:
+            if _sharded(job):
+                self._sharded(job, on_event)
+        self._jobs([job for job in jobs if not _sharded(job)], on_event)
+
+    def _sharded(self, job: JobSpec, on_event: OnEvent) -> None:
+        """A pooled job searched here, each candidate evaluated on every shard at once, shard ``i`` always
+        on actor ``i`` modulo their number (which keeps its encodes and draws); a shard whose actor died
+        is evaluated again on it once Ray has restarted it, up to ``max_retries`` times."""
+        ray = _ray()
+        shards = split_shards(job)
+        refs = [[ray.put(shard)] for shard in shards]
+
+        def evaluate(calls: Sequence[ShardCall]) -> list:
+            attempt = 0
+            while True:
+                try:
+                    return ray.get([self.actors[c.shard % len(self.actors)].evaluate.remote(
+                        shards[c.shard].key, refs[c.shard], c) for c in calls])
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                    attempt += 1
+                    if attempt > self.max_retries:
+                        raise
+
+        on_event(run_job(ShardedRunner(self.setup, evaluate, self.devices[0]), job, on_event))
+
+    def _jobs(self, jobs: Sequence[JobSpec], on_event: OnEvent) -> None:
         ray = _ray()
         pending = deque((job, 1) for job in jobs)
         running: dict[Any, tuple[Any, JobSpec, int]] = {}  # streaming generator -> actor, job, attempt
@@ -223,6 +263,11 @@ class RayExecutor(Executor):
             ray.kill(actor)
         if ray.is_initialized() and not self.address:
             ray.shutdown()
+
+
+def _sharded(job: JobSpec) -> bool:
+    """A pooled job in more than one shard (``pooled.shards``)."""
+    return job.shards > 1 and len(job.series) > 1
 
 
 @hookimpl
