@@ -11,16 +11,19 @@
   included), ``worker_cpu_ms_per_trial`` (local: the process's CPU per trial, the optimizer and the
   engine's bookkeeping that each worker spends besides its wait) and
   ``peak_rss_gb`` (the driver's) and ``workers_pss_gb`` (the Ray workers' together, shared pages
-  counted once). ``cpu_bound_trials_per_s`` is what this machine's cores can do at the local run's CPU
+  counted once). With ``--symbols-per-worker`` each run has that many symbols per worker instead, so that
+  runs at a latency long enough to leave the cores idle take the same time at every worker count.
+  ``cpu_bound_trials_per_s`` is what this machine's cores can do at the local run's CPU
   per trial: no worker count gets past it here, while on a cluster each worker has cores of its own.
 - ``big``: ``--big-symbols`` symbols through the whole driver (checks, job specs, group commits, the
   stored records, ``best/``, ``run.json``, the summary) with an executor that replays one recorded job's
   events for every job (a worker that costs nothing), at ``--big-trials`` trials per job: ``wall_s``,
   ``driver_cpu_s`` (of which ``checks_s`` before the first job), ``peak_rss_gb``; and the same with
   ``--memory-symbols`` symbols at 10 and at 100 trials per job, to show memory does not grow with trials.
-- ``pooled``: the pooled stage on ``--pooled-symbols`` symbols of the latency backend, unsharded
-  (``pooled.shards = 1``, one worker) and in ``pooled.shards`` shards on ``--pooled-workers`` Ray
-  workers: the stage's wall time and speed-up, and whether the two found the same pooled config.
+- ``pooled``: the pooled stage (``--pooled-trials`` trials) on ``--pooled-symbols`` symbols of the latency
+  backend: locally (one worker), on ``--pooled-workers`` Ray workers as one job (``pooled.shards = 1``) and
+  in ``--pooled-shards`` shards: the stage's wall time (``pooled_stage_s``), its ``speedup`` over the local
+  run and whether it found the same pooled config (``same_config``).
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def timed_run(config: Path, executor=None) -> dict:
     def measured_run(jobs, on_event):
         cpu, begin = time.process_time(), time.perf_counter()
         execute(jobs, on_event)
+        figures.setdefault("stages_s", []).append(time.perf_counter() - begin)
         figures["jobs_s"] = figures.get("jobs_s", 0.0) + time.perf_counter() - begin
         figures["jobs_cpu_s"] = figures.get("jobs_cpu_s", 0.0) + time.process_time() - cpu
 
@@ -143,15 +147,16 @@ def timed_run(config: Path, executor=None) -> dict:
 
 
 def child_throughput(root: Path, args: argparse.Namespace, workers: int) -> dict:
-    data = data_dir(root.parent, args.symbols)
+    symbols = args.symbols_per_worker * max(workers, 1) if args.symbols_per_worker else args.symbols
+    data = data_dir(root.parent, symbols)
     executor = ray_options(workers) if workers else ""
     config = root / "scale.toml"
     root.mkdir(parents=True)
     config.write_text(config_text(root, data, args.trials, (args.encode_ms, args.sample_ms), executor))
     out = timed_run(config)
     out.pop("run")
-    trials = args.symbols * args.trials
-    out["trials_per_s"] = trials / out["jobs_s"]
+    trials = symbols * args.trials
+    out["symbols"], out["trials_per_s"] = symbols, trials / out["jobs_s"]
     if workers:
         out["driver_cpu_ms_per_job"] = 1000 * out["jobs_cpu_s"] / out["jobs"]
     else:
@@ -190,8 +195,26 @@ def child_big(root: Path, symbols: int, trials: int) -> dict:
             "run_json_kb": run.run_dir.state_path.stat().st_size / 1024, "replay_s": Replay.overhead}
 
 
+def child_pooled(root: Path, args: argparse.Namespace, workers: int, shards: int) -> dict:
+    """The pooled stage of ``--pooled-symbols`` symbols: its wall time, and the pooled config it found."""
+    from compiled_opt.store.records import JobId
+
+    data = data_dir(root.parent, args.pooled_symbols)
+    root.mkdir(parents=True)
+    config = root / "pooled.toml"
+    config.write_text(config_text(root, data, args.pooled_trials, (args.encode_ms, args.sample_ms),
+                                  ray_options(workers) if workers else "", pooled=f"shards = {shards}"))
+    out = timed_run(config)
+    run = out.pop("run")
+    return {"workers": workers or 1, "shards": shards if workers else 1, "pooled_stage_s": out["stages_s"][0],
+            "pooled_config": run.outcomes[JobId("gpu")].config, "start_s": out["start_s"],
+            "driver_cpu_s": out["driver_cpu_s"], "workers_pss_gb": out["workers_pss_gb"]}
+
+
 def child(args: argparse.Namespace) -> dict:
     root = Path(args.root)
+    if args.child == "pooled":
+        return child_pooled(root, args, args.child_workers, args.child_shards)
     if args.child == "throughput":
         return child_throughput(root, args, args.child_workers)
     if args.child == "big":
@@ -204,7 +227,8 @@ def child(args: argparse.Namespace) -> dict:
 
 def run_child(args: argparse.Namespace, root: Path, part: str, **extra) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", part, "--root", str(root)]
-    for key, value in {**{k: getattr(args, k) for k in ("symbols", "trials", "encode_ms", "sample_ms")},
+    names = ("symbols", "trials", "encode_ms", "sample_ms", "symbols_per_worker", "pooled_symbols", "pooled_trials")
+    for key, value in {**{k: getattr(args, k) for k in names},
                        **extra}.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
@@ -223,7 +247,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
             out["efficiency"] = out["trials_per_s"] / (workers * base)
         runs[f"ray_{workers}"] = out
     cpu = runs["local"].get("worker_cpu_ms_per_trial")
-    return {"symbols": args.symbols, "trials": args.trials, "encode_ms": args.encode_ms, "sample_ms": args.sample_ms,
+    return {"symbols": args.symbols_per_worker and f"{args.symbols_per_worker} per worker" or args.symbols,
+            "trials": args.trials, "encode_ms": args.encode_ms, "sample_ms": args.sample_ms,
             "cores": os.cpu_count(), "cpu_bound_trials_per_s": (os.cpu_count() or 1) * 1000 / cpu if cpu else None,
             "runs": runs}
 
@@ -236,6 +261,19 @@ def big(args: argparse.Namespace, tmp: Path) -> dict:
     return out
 
 
+def pooled(args: argparse.Namespace, tmp: Path) -> dict:
+    runs = {"local": run_child(args, tmp / "pooled-local", "pooled", child_workers=0, child_shards=1)}
+    for shards in (1, args.pooled_shards):
+        runs[f"ray_{args.pooled_workers}_shards_{shards}"] = run_child(
+            args, tmp / f"pooled-{shards}", "pooled", child_workers=args.pooled_workers, child_shards=shards)
+    base = runs["local"].get("pooled_stage_s")
+    for out in runs.values():
+        if base and "pooled_stage_s" in out:
+            out["speedup"] = base / out["pooled_stage_s"]
+            out["same_config"] = out["pooled_config"] == runs["local"]["pooled_config"]
+    return {"symbols": args.pooled_symbols, "trials": args.pooled_trials, "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=200)
@@ -243,16 +281,24 @@ def main() -> None:
     parser.add_argument("--encode-ms", type=float, default=20.0)
     parser.add_argument("--sample-ms", type=float, default=3.0)
     parser.add_argument("--workers", type=int, nargs="*", default=[4, 8, 16, 32])
+    parser.add_argument("--symbols-per-worker", type=int, default=0,
+                        help="instead of --symbols: this many symbols per worker (the local run: one worker)")
     parser.add_argument("--big-symbols", type=int, default=10_000)
     parser.add_argument("--big-trials", type=int, default=100)
     parser.add_argument("--memory-symbols", type=int, default=1000)
-    parser.add_argument("--parts", nargs="*", default=["throughput", "big"], choices=("throughput", "big"))
+    parser.add_argument("--pooled-symbols", type=int, default=200)
+    parser.add_argument("--pooled-trials", type=int, default=20)
+    parser.add_argument("--pooled-workers", type=int, default=16)
+    parser.add_argument("--pooled-shards", type=int, default=64)
+    parser.add_argument("--parts", nargs="*", default=["throughput", "big", "pooled"],
+                        choices=("throughput", "big", "pooled"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--child-workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-symbols", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-trials", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-shards", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))
