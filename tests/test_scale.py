@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 from conftest import write_config
 from test_resume import stored, trials
 
 from compiled_opt.core.config import load_config
+from compiled_opt.core.data import _series
 from compiled_opt.run.console import Console
 from compiled_opt.run.driver import Run
 from compiled_opt.store.records import Progress
@@ -75,3 +78,14 @@ def test_ray_with_fractional_cpus_and_grouped_batches_equals_local(tmp_path, mar
         assert proc.returncode == 0, proc.stderr
         out[name] = stored(root), trials(root)
     assert out["ray"] == out["local"] and len(out["local"][1]) == 24
+
+
+def test_a_series_pickles_as_numpy_arrays_and_comes_back_equal(app_series):
+    payload = pickle.dumps(app_series)
+    assert b"torch" not in payload  # no tensor storages: NumPy arrays
+    back = pickle.loads(payload)
+    assert back.symbol == app_series.symbol and back.path == app_series.path
+    assert torch.equal(back.values, app_series.values) and torch.equal(back.time, app_series.time)
+    read_only = app_series.values.numpy().copy()
+    read_only.setflags(write=False)  # as Ray hands arrays out: copied, so torch does not warn
+    assert _series("X", app_series.path, app_series.time.numpy(), read_only).values.numpy().flags.writeable
