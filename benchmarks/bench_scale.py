@@ -22,7 +22,7 @@
   ``--memory-symbols`` symbols at 10 and at 100 trials per job, to show memory does not grow with trials.
 - ``pooled``: the pooled stage (``--pooled-trials`` trials) on ``--pooled-symbols`` symbols of the latency
   backend: locally (one worker), on ``--pooled-workers`` Ray workers as one job (``pooled.shards = 1``) and
-  in ``--pooled-shards`` shards: the stage's wall time (``pooled_stage_s``), its ``speedup`` over the local
+  in each of ``--pooled-shards`` shards: the stage's wall time (``pooled_stage_s``), its ``speedup`` over the local
   run and whether it found the same pooled config (``same_config``).
 """
 
@@ -263,7 +263,7 @@ def big(args: argparse.Namespace, tmp: Path) -> dict:
 
 def pooled(args: argparse.Namespace, tmp: Path) -> dict:
     runs = {"local": run_child(args, tmp / "pooled-local", "pooled", child_workers=0, child_shards=1)}
-    for shards in (1, args.pooled_shards):
+    for shards in (1, *args.pooled_shards):
         runs[f"ray_{args.pooled_workers}_shards_{shards}"] = run_child(
             args, tmp / f"pooled-{shards}", "pooled", child_workers=args.pooled_workers, child_shards=shards)
     base = runs["local"].get("pooled_stage_s")
@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--pooled-symbols", type=int, default=200)
     parser.add_argument("--pooled-trials", type=int, default=20)
     parser.add_argument("--pooled-workers", type=int, default=16)
-    parser.add_argument("--pooled-shards", type=int, default=64)
+    parser.add_argument("--pooled-shards", type=int, nargs="*", default=[16, 64])
     parser.add_argument("--parts", nargs="*", default=["throughput", "big", "pooled"],
                         choices=("throughput", "big", "pooled"))
     parser.add_argument("--json", action="store_true")
