@@ -7,7 +7,7 @@ otherwise (optimizer, acceptance, exhaustive scoring of a small discrete space).
 ``bootstrap`` and ``zero`` on the CPU, plus ``toto`` and ``kronos`` with ``--device cuda``.
 
 - ``bootstrap``: the weight-free backend;
-- ``zero``: a zero-cost backend (encode and sample return tensors already there), so the run's time
+- ``zero``: the ``latency`` backend with no latency (encode and sample return tensors already there), so the run's time
   is the engine's own: ``per_trial_ms`` is the engine overhead per trial;
 - ``toto`` / ``kronos``: random-initialised checkpoints of ``--size`` (``compiled-opt checkpoint
   random``; ``base`` is the released architecture).
@@ -64,6 +64,8 @@ HERE = Path(__file__).resolve().parent
 MARKET = HERE.parents[1] / "shared" / "data" / "market"
 CATEGORIES = ("model", "sampling", "aggregation", "optimizer", "store")
 VALIDATION, TEST = 30, 20
+BACKENDS = {"zero": "latency"}  # ``zero``: the latency backend at no latency
+ZERO = "options = { encode_ms = 0, sample_ms = 0 }"
 
 
 # --- the parent: data, checkpoints, configs, one child per backend ------------------------------------------
@@ -104,8 +106,8 @@ device = "{device}"
 mode = "{mode}"
 threads = {args.threads}
 [models.{backend}]
-backend = "{backend}"
-{options_toml(options) if options else ""}
+backend = "{BACKENDS.get(backend, backend)}"
+{ZERO if backend == "zero" else options_toml(options) if options else ""}
 """
 
 
@@ -184,36 +186,6 @@ class Clock:
                 clock.active = False
 
         setattr(owner, name, timed)
-
-
-def zero_cost_plugin() -> type:
-    """A plugin with a backend whose encode and sample cost nothing: the run's time is the engine's."""
-    from compiled_opt.api import ModelBackend, hookimpl
-
-    class ZeroCost(ModelBackend):
-        defaults = {"level": 0.0, "num_samples": 64, "aggregate": "mean"}
-        default_space = {"level": {"float": [-1.0, 1.0]}, "aggregate": {"choice": ["mean", "median"]}}
-        samples_param = "num_samples"
-
-        @classmethod
-        def context_length(cls, params):
-            return 2
-
-        def encode(self, batch, params):
-            return batch.last_close, batch.horizon
-
-        def sample(self, state, params, draws):
-            last, horizon = state
-            point = last * (1 + 1e-3 * float(params["level"]))  # a landscape for the optimizer, at no cost
-            return point[None, :, None, None].expand(draws.runs, -1, int(params["num_samples"]), horizon)
-
-    class Plugin:
-        @staticmethod
-        @hookimpl
-        def compiled_opt_register_backends(register):
-            register("zero", ZeroCost)
-
-    return Plugin
 
 
 def legacy_code_path() -> None:
@@ -313,8 +285,6 @@ def _seed_call(name: str, backend, series, params):
 
 
 def child(args: argparse.Namespace) -> dict:
-    import functools
-
     import torch
 
     from compiled_opt.core import evaluate, registry
@@ -329,10 +299,9 @@ def child(args: argparse.Namespace) -> dict:
 
     marks = {"imports": time.perf_counter()}
     name = args.backend[0]
-    registry.make_plugin_manager = functools.partial(registry.make_plugin_manager, extra=(zero_cost_plugin(),))
     cuda = args.device != "cpu"
     clock = Clock(torch.cuda.synchronize if cuda else (lambda: None))
-    cls = registry.Plugins.load().backends.get(name)
+    cls = registry.Plugins.load().backends.get(BACKENDS.get(name, name))
     clock.wrap(cls, "encode", "model", synced=cuda)
     clock.wrap(cls, "sample", "sampling", synced=cuda)
     clock.wrap(cls, "exact", "sampling", synced=cuda)

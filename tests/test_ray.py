@@ -65,7 +65,7 @@ def test_local_and_ray_write_identical_configs_and_trial_logs(tmp_path, market_d
 
 def test_a_worker_killed_mid_job_is_retried_and_the_result_is_unchanged(tmp_path, market_dir, local_run, monkeypatch):
     root = tmp_path / "killed"
-    config = load_config(config_in(root, market_dir, RAY))
+    config = load_config(config_in(root, market_dir, RAY.replace("workers = 2", "workers = 2, stream_s = 0")))
     started = {}
     original_start = RayExecutor.start
 

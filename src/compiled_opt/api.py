@@ -31,6 +31,7 @@ _HOME = {
     "compiled_opt.tuning.acceptance": ("Decision", "Policy", "StagedPolicy", "Stages", "improvement_text",
                                        "relative_improvement"),
     "compiled_opt.tuning.jobs": ("JobResult", "JobSpec", "TrialBatch", "WorkerSetup", "logged_trials"),
+    "compiled_opt.tuning.shards": ("Shard", "ShardCall", "ShardEvaluators", "ShardedRunner", "split_shards"),
     "compiled_opt.tuning.worker": ("Worker",),
 }
 _MODULE = {name: module for module, names in _HOME.items() for name in names}

@@ -221,7 +221,9 @@ def _plugins(args: argparse.Namespace) -> int:
         registry = getattr(plugins, kind)
         print(f"{kind}:")
         for name in registry:
-            print(f"  {name:<24} {registry.source(name)}")
+            benchmarks = getattr(registry.get(name), "for_benchmarks", False)
+            label = " (for benchmarks: forecasts nothing)" if benchmarks else ""
+            print(f"  {name:<24} {registry.source(name)}{label}")
     return 0
 
 

@@ -116,6 +116,9 @@ class ModelBackend(ABC):
       writing a random-initialised checkpoint through the backend's own loader's format
       (``compiled-opt checkpoint random``; ``size`` is ``tiny``, ``small`` or ``base``).
 
+    - ``for_benchmarks``: a backend that forecasts nothing real (e.g. ``latency``); ``compiled-opt plugins``
+      labels it so.
+
     ``check`` and ``context_length`` are class methods: the run calls them on every configured
     value before any model is loaded.
     """
@@ -128,6 +131,7 @@ class ModelBackend(ABC):
     max_horizon: int | None = None
     fast_dtype: str = "float32"
     random_checkpoint: Callable[[Path, str, int], dict[str, Any]] | None = None
+    for_benchmarks: bool = False
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime

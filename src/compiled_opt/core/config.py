@@ -128,13 +128,16 @@ class ForecastConfig:
 class PooledConfig:
     """The pooled stage: one config per model tuned on every symbol's windows together, then used as
     each symbol's reference; a symbol's own winner replaces it only when a one-sided paired t-test
-    over the symbol's validation windows says it is better at level ``alpha``."""
+    over the symbol's validation windows says it is better at level ``alpha``. An executor with many
+    workers evaluates it in up to ``shards`` groups of symbols at once (``tuning.shards``)."""
 
     enabled: bool = True
     alpha: float = 0.05
+    shards: int = 64
 
     def checks(self) -> dict[str, str | None]:
-        return {"alpha": None if 0 < self.alpha < 0.5 else "must be between 0 and 0.5"}
+        return {"alpha": None if 0 < self.alpha < 0.5 else "must be between 0 and 0.5",
+                "shards": None if 1 <= self.shards <= 100_000 else "must be between 1 and 100000"}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,16 @@ class Series:
     def __len__(self) -> int:
         return self.time.shape[0]
 
+    def __reduce__(self) -> tuple:
+        """Pickled as NumPy arrays: 10x cheaper than torch's tensors both ways (job specs go to workers)."""
+        return _series, (self.symbol, self.path, self.time.numpy(), self.values.numpy())
+
+
+def _series(symbol: str, path: Path, time: np.ndarray, values: np.ndarray) -> Series:
+    # Ray hands out read-only arrays, which torch would warn about: those are copied
+    return Series(symbol, path, torch.from_numpy(np.require(time, requirements="W")),
+                  torch.from_numpy(np.require(values, requirements="W")))
+
 
 @dataclass(frozen=True)
 class Splits:

@@ -372,21 +372,24 @@ class PooledEvaluator:
         self.evaluators = list(evaluators)
 
     def __call__(self, params: Mapping[str, Any], seeds: tuple[int, ...], every_metric: bool = False) -> Evaluation:
-        parts = [evaluate(params, seeds, every_metric) for evaluate in self.evaluators]
+        return joined([evaluate(params, seeds, every_metric) for evaluate in self.evaluators])
 
-        def joined(name: str) -> np.ndarray:
-            return np.concatenate([getattr(p, name) for p in parts], axis=-1)
 
-        def joined_losses(name: str) -> dict[str, np.ndarray] | None:
-            first = getattr(parts[0], name)
-            return None if first is None else {k: np.concatenate([getattr(p, name)[k] for p in parts], axis=-1)
-                                               for k in first}
+def joined(parts: Sequence[Evaluation]) -> Evaluation:
+    """Evaluations of one config on several groups of windows as one, their windows side by side in order:
+    joining groups that were joined already gives what joining all their parts at once gives."""
+    def join(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts], axis=-1)
 
-        return Evaluation(errors=joined("errors"), price_errors=joined("price_errors"),
-                          seeds=max((p.seeds for p in parts), key=len),
-                          window_ids=tuple(w for p in parts for w in p.window_ids),
-                          latency_s=sum(p.latency_s for p in parts), exact=all(p.exact for p in parts),
-                          metric=parts[0].metric, return_errors=joined("return_errors"),
-                          naive_errors=joined("naive_errors"), losses=joined_losses("losses"),
-                          naive_losses=joined_losses("naive_losses"))
+    def join_losses(name: str) -> dict[str, np.ndarray] | None:
+        first = getattr(parts[0], name)
+        return None if first is None else {k: np.concatenate([getattr(p, name)[k] for p in parts], axis=-1)
+                                           for k in first}
 
+    return Evaluation(errors=join("errors"), price_errors=join("price_errors"),
+                      seeds=max((p.seeds for p in parts), key=len),
+                      window_ids=tuple(w for p in parts for w in p.window_ids),
+                      latency_s=sum(p.latency_s for p in parts), exact=all(p.exact for p in parts),
+                      metric=parts[0].metric, return_errors=join("return_errors"),
+                      naive_errors=join("naive_errors"), losses=join_losses("losses"),
+                      naive_losses=join_losses("naive_losses"))

@@ -28,7 +28,17 @@ from compiled_opt.run.fast import fast_settings
 from compiled_opt.run.outcome import outcome
 from compiled_opt.run.plan import Plan, replays
 from compiled_opt.store.lock import LOCK_NAME, Lock
-from compiled_opt.store.records import JobId, JobOutcome, Progress, RunState, Snapshot, Stage, Status, StoredRecord
+from compiled_opt.store.records import (
+    JobId,
+    JobOutcome,
+    JobState,
+    Progress,
+    RunState,
+    Snapshot,
+    Stage,
+    Status,
+    StoredRecord,
+)
 from compiled_opt.store.stores import ConfigStore, RunDir, find_run, read_trials
 from compiled_opt.tuning.jobs import JobSpec, TrialBatch, WorkerSetup
 
@@ -97,6 +107,7 @@ class Run:
                                           self._stored_run(o.job) != run_id]
         self.best_updated: set[str] = set()
         self._saved_at = 0.0
+        self._saved_jobs: dict[JobId, JobState] = {}  # as last written (jobs/)
 
     def _resumed(self, which: str) -> tuple[RunState, dict[JobId, JobOutcome]]:
         """The run ``--resume`` continues, locked (a run still going is refused), with its finished jobs."""
@@ -257,7 +268,8 @@ class Run:
     def _commit(self, force: bool = False) -> None:
         """The group commit, every ``output.log_flush_s`` seconds (or now): the trial log's finished
         batches, the finished jobs' outcomes (with the records they decided), then the records and
-        ``best/``, then ``run.json``, in that order: nothing is on disk before what it was computed from.
+        ``best/``, then the changed job states (``jobs/``; and ``run.json``, when forced: at the start and
+        the end), in that order: nothing is on disk before what it was computed from.
         A run killed in between loses at most the batches and jobs since the last commit (resuming
         recomputes them), and a record whose outcome is logged is stored when the run resumes."""
         now = time.monotonic()
@@ -287,7 +299,11 @@ class Run:
                 future.result()
         try:
             self.store.sync()
-            self.run_dir.save_state(self.state)
+            changed = [dataclasses.replace(s) for s in self.state.jobs.values() if self._saved_jobs.get(s.job) != s]
+            self.run_dir.save_jobs(changed)  # before run.json: each job's last part is its state in run.json
+            self._saved_jobs.update((s.job, s) for s in changed)
+            if force:
+                self.run_dir.save_state(self.state)
         except OSError as exc:
             self.console.line(f"cannot write {self.run_dir.state_path}: {exc}", level="warning")
 

@@ -168,6 +168,7 @@ class Plan:
             reference_kind=reference.kind, pooled=dict(pooled) if pooled is not None else None,
             pooled_alpha=cfg.pooled.alpha, replay=tuple(logged), unused=model.unused,
             levels=tuple(cfg.forecast.quantiles), cost=cfg.evaluation.cost,
+            shards=cfg.pooled.shards if job.stage is Stage.POOLED else 1,
         )
 
     def pooled_jobs(self, logged: Mapping[JobId, Sequence[Logged]]) -> list[JobSpec]:

@@ -588,3 +588,13 @@ def load_outcomes(payload: Any, where: str) -> list[JobOutcome]:
 
 def outcomes_json(outcomes: list[JobOutcome]) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "outcomes": [dump(o) for o in outcomes]}
+
+
+def load_jobs(payload: Any, where: str) -> list[JobState]:
+    """One part of ``runs/<id>/jobs/``: job states that changed in one group commit."""
+    _version(payload, where)
+    return load(list[JobState], payload.get("jobs"), where, "jobs")
+
+
+def jobs_json(jobs: list[JobState]) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "jobs": [dump(j) for j in jobs]}

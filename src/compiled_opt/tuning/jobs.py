@@ -73,6 +73,7 @@ class JobSpec:
     unused: tuple[str, ...] = ()  # parameters without effect under the fixed ones: not stored
     levels: tuple[float, ...] = (0.1, 0.5, 0.9)  # the quantiles pinball loss scores (forecast.quantiles)
     cost: float = 0.0  # per unit of position change, for the sign strategy's return (evaluation.cost)
+    shards: int = 1  # the pooled stage: groups of symbols an executor may evaluate apart (pooled.shards)
 
     @property
     def model(self) -> str:

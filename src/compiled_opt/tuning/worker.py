@@ -21,7 +21,7 @@ from compiled_opt.core.stats import window_standard_error
 from compiled_opt.store.records import Gate, TrialRow
 from compiled_opt.tuning.acceptance import Policy, judge
 from compiled_opt.tuning.jobs import JobResult, JobSpec, TrialBatch, WorkerSetup
-from compiled_opt.tuning.models import build_backend, resolve_runtime
+from compiled_opt.tuning.models import ModelSpec, build_backend, resolve_runtime
 from compiled_opt.tuning.racing import Race
 from compiled_opt.tuning.search import ScoreMemo, Trial, params_key, search
 
@@ -74,34 +74,44 @@ class Worker:
 
     def run(self, job: JobSpec, emit: Callable[[TrialBatch], None]) -> JobResult:
         """Search, gate against the pooled config, judge against the reference, score the test windows."""
-        spec = self.setup.models[job.model]
-        policy: Policy = self.plugins.policies.build(job.policy, job.policy_options, "acceptance.options")
-        validation = self._evaluator(job, "validation", sample_cache=True)
-        s = job.search
-        scorer = validation if s.racing_max_runs is None else Race(validation, max_runs=s.racing_max_runs,
-                                                                   replay=job.replay)
-        result = search(scorer, spec.space, spec.base, job.seeds.search, optimizer=s.optimizer, trials=s.trials,
-                        batch=s.batch, seed=s.seed, incumbent=job.pooled or job.reference, exhaustive=s.exhaustive,
-                        replay=job.replay, on_batch=lambda trials: emit(_batch(job, trials)))
-        challenger, gate = result.recommendation, None
-        if job.pooled is not None and params_key(challenger) != params_key(job.pooled):
-            once = self._evaluator(job, "validation", sample_cache=False)  # two configs on seeds of their own
-            gate = pooled_gate(once(challenger, job.seeds.gate), once(job.pooled, job.seeds.gate),
-                               job.pooled_alpha)
-            challenger = challenger if gate.accept else job.pooled
-        verdict = judge(policy, validation, challenger, job.reference, job.seeds.search, job.seeds.decision)
-        test = self._evaluator(job, "test", sample_cache=False)  # three configs at most: each draws its own count
-        configs = {"challenger": challenger, "reference": job.reference, "defaults": spec.defaults}
         runtime = self.backends[job.model].runtime
-        return JobResult(
-            method=result.method, trials=len(result.trials),
-            failed=sum(t.score is None for t in result.trials), cached=sum(t.cached for t in result.trials),
-            incumbent_suggested=result.incumbent_suggested, challenger=challenger, decision=verdict.decision,
-            challenger_val=verdict.challenger, reference_val=verdict.incumbent, resolution_se=verdict.resolution_se,
-            below_resolution=verdict.below_resolution,
-            test={k: test.evaluate(v, job.seeds.decision, every_metric=True) for k, v in configs.items()},
-            device=runtime.device, dtype=str(runtime.dtype).removeprefix("torch."), gate=gate,
-        )
+        return run_search(job, self.setup.models[job.model], self.plugins,
+                          lambda which, sample_cache: self._evaluator(job, which, sample_cache), emit,
+                          runtime.device, str(runtime.dtype).removeprefix("torch."))
+
+
+Evaluators = Callable[[str, bool], ScoreMemo]  # ("validation" or "test", through the sample cache) -> scorer
+
+
+def run_search(job: JobSpec, spec: ModelSpec, plugins: Plugins, evaluators: Evaluators,
+               emit: Callable[[TrialBatch], None], device: str, dtype: str) -> JobResult:
+    """One job through ``evaluators``: search, gate against the pooled config, judge against the reference,
+    score the test windows. ``device`` and ``dtype`` are where the evaluations ran."""
+    policy: Policy = plugins.policies.build(job.policy, job.policy_options, "acceptance.options")
+    validation = evaluators("validation", True)
+    s = job.search
+    scorer = validation if s.racing_max_runs is None else Race(validation, max_runs=s.racing_max_runs,
+                                                               replay=job.replay)
+    result = search(scorer, spec.space, spec.base, job.seeds.search, optimizer=s.optimizer, trials=s.trials,
+                    batch=s.batch, seed=s.seed, incumbent=job.pooled or job.reference, exhaustive=s.exhaustive,
+                    replay=job.replay, on_batch=lambda trials: emit(_batch(job, trials)))
+    challenger, gate = result.recommendation, None
+    if job.pooled is not None and params_key(challenger) != params_key(job.pooled):
+        once = evaluators("validation", False)  # two configs on seeds of their own
+        gate = pooled_gate(once(challenger, job.seeds.gate), once(job.pooled, job.seeds.gate), job.pooled_alpha)
+        challenger = challenger if gate.accept else job.pooled
+    verdict = judge(policy, validation, challenger, job.reference, job.seeds.search, job.seeds.decision)
+    test = evaluators("test", False)  # three configs at most: each draws its own count
+    configs = {"challenger": challenger, "reference": job.reference, "defaults": spec.defaults}
+    return JobResult(
+        method=result.method, trials=len(result.trials),
+        failed=sum(t.score is None for t in result.trials), cached=sum(t.cached for t in result.trials),
+        incumbent_suggested=result.incumbent_suggested, challenger=challenger, decision=verdict.decision,
+        challenger_val=verdict.challenger, reference_val=verdict.incumbent, resolution_se=verdict.resolution_se,
+        below_resolution=verdict.below_resolution,
+        test={k: test.evaluate(v, job.seeds.decision, every_metric=True) for k, v in configs.items()},
+        device=device, dtype=dtype, gate=gate,
+    )
 
 
 def pooled_gate(own: Evaluation, pooled: Evaluation, alpha: float) -> Gate:
