@@ -24,6 +24,8 @@
   backend: locally (one worker), on ``--pooled-workers`` Ray workers as one job (``pooled.shards = 1``) and
   in each of ``--pooled-shards`` shards: the stage's wall time (``pooled_stage_s``), its ``speedup`` over the local
   run and whether it found the same pooled config (``same_config``).
+- ``pooled_memory``: the pooled stage of ``--memory-symbols`` zero-cost symbols (250 windows) on the local
+  executor at 10 and at 40 trials: ``peak_rss_gb``, to show that it does not grow with the trials.
 """
 
 from __future__ import annotations
@@ -208,7 +210,8 @@ def child_pooled(root: Path, args: argparse.Namespace, workers: int, shards: int
     run = out.pop("run")
     return {"workers": workers or 1, "shards": shards if workers else 1, "pooled_stage_s": out["stages_s"][0],
             "pooled_config": run.outcomes[JobId("gpu")].config, "start_s": out["start_s"],
-            "driver_cpu_s": out["driver_cpu_s"], "workers_pss_gb": out["workers_pss_gb"]}
+            "driver_cpu_s": out["driver_cpu_s"], "workers_pss_gb": out.get("workers_pss_gb"),
+            "peak_rss_gb": out["peak_rss_gb"]}
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -274,6 +277,15 @@ def pooled(args: argparse.Namespace, tmp: Path) -> dict:
     return {"symbols": args.pooled_symbols, "trials": args.pooled_trials, "runs": runs}
 
 
+def pooled_memory(args: argparse.Namespace, tmp: Path) -> dict:
+    """The local pooled stage of ``--memory-symbols`` zero-cost symbols at 10 and 40 trials: its peak memory."""
+    runs = {f"trials_{trials}": run_child(args, tmp / f"pooled-memory-{trials}", "pooled", child_workers=0,
+                                          child_shards=1, pooled_symbols=args.memory_symbols, pooled_trials=trials,
+                                          encode_ms=0, sample_ms=0)
+            for trials in (10, 40)}
+    return {"symbols": args.memory_symbols, "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=200)
@@ -290,8 +302,8 @@ def main() -> None:
     parser.add_argument("--pooled-trials", type=int, default=20)
     parser.add_argument("--pooled-workers", type=int, default=16)
     parser.add_argument("--pooled-shards", type=int, nargs="*", default=[16, 64])
-    parser.add_argument("--parts", nargs="*", default=["throughput", "big", "pooled"],
-                        choices=("throughput", "big", "pooled"))
+    parser.add_argument("--parts", nargs="*", default=["throughput", "big", "pooled", "pooled_memory"],
+                        choices=("throughput", "big", "pooled", "pooled_memory"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)

@@ -71,7 +71,7 @@ def searched(design: str, evaluator: Evaluator, space: dict, seed: int, search_c
                     trials=search_config.trials, batch=search_config.batch, seed=seed,
                     incumbent=BootstrapBackend.defaults)
     best = min((t for t in result.trials if t.score is not None), key=lambda t: t.score)
-    return {"pick": result.recommendation, "search_score": best.score, "pick_runs": best.evaluation.runs,
+    return {"pick": result.recommendation, "search_score": best.score, "pick_runs": best.runs,
             "runs": counting.runs, "race": race.summary() if race else None}
 
 

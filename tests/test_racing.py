@@ -86,14 +86,14 @@ def test_racing_search_recommends_the_leader_and_spends_fewer_runs(bootstrap):
         return bootstrap(params, seeds)
 
     result, _, race = race_search(ScoreMemo(counting))
-    runs = [t.evaluation.runs for t in result.trials]
+    runs = [t.runs for t in result.trials]
     assert result.recommendation == race.leader[0] and set(runs) <= {3, 6, 12} and 3 in runs
     best = min(t.score for t in result.trials)
-    assert next(t for t in result.trials if t.params == result.recommendation).evaluation.runs == 12
-    assert all(t.score > best for t in result.trials if t.evaluation.runs < 12)
+    assert next(t for t in result.trials if t.params == result.recommendation).runs == 12
+    assert all(t.score > best for t in result.trials if t.runs < 12)
     reached: dict[str, int] = {}  # every run is evaluated once: a config costs the most runs it reached
     for t in result.trials:
-        reached[params_key(t.params)] = max(reached.get(params_key(t.params), 0), t.evaluation.runs)
+        reached[params_key(t.params)] = max(reached.get(params_key(t.params), 0), t.runs)
     assert sum(counted) == sum(reached.values()) < 12 * len(reached)
 
 
@@ -149,7 +149,7 @@ def test_racing_through_tables_equals_aggregating_one_by_one(app_series, monkeyp
     monkeypatch.setattr(CachedDraw, "errors", one_by_one)
     old, old_race = raced()
     assert [t.params for t in tables.trials] == [t.params for t in old.trials]
-    assert [t.evaluation.runs for t in tables.trials] == [t.evaluation.runs for t in old.trials]
-    assert 3 in {t.evaluation.runs for t in tables.trials}  # some candidates were stopped early
+    assert [t.runs for t in tables.trials] == [t.runs for t in old.trials]
+    assert 3 in {t.runs for t in tables.trials}  # some candidates were stopped early
     np.testing.assert_allclose([t.score for t in tables.trials], [t.score for t in old.trials], rtol=1e-12)
     assert tables.recommendation == old.recommendation and race.summary() == old_race.summary()

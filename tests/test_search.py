@@ -232,3 +232,22 @@ def test_exhaustive_search_through_tables_equals_aggregating_one_by_one(app_seri
     assert [t.params for t in tables.trials] == [t.params for t in old.trials]
     np.testing.assert_allclose([t.score for t in tables.trials], [t.score for t in old.trials], rtol=1e-12)
     assert tables.recommendation == old.recommendation
+
+
+def test_the_memo_holds_evaluations_up_to_its_bound_and_rescores_the_same(app_series):
+    """A memo bounded below two evaluations keeps the newest only; a config it let go is scored again, to the
+    same errors (its draws are keyed by its seeds); the search keeps each trial's score and runs, not errors."""
+    memo = make_evaluator(app_series)
+    first = memo(BASE, SEEDS)
+    one = first.errors.nbytes + first.price_errors.nbytes + first.return_errors.nbytes
+    memo.known.max_bytes = int(1.5 * one)
+    other = {**BASE, "lookback": BASE["lookback"] + 5}
+    memo(other, SEEDS)
+    again, held = memo.lookup(BASE, SEEDS)
+    assert not held and np.allclose(again.errors, first.errors, rtol=1e-12, atol=0)
+    assert memo.lookup(BASE, SEEDS)[1] and len(memo.known.entries) == 1
+    reported = []
+    result = search(memo, SPACE, BASE, SEEDS, optimizer="NGOpt", trials=8, batch=4, seed=3,
+                    on_batch=lambda trials: reported.extend(t.evaluation for t in trials))
+    assert all(e is not None for e in reported) and all(t.evaluation is None for t in result.trials)
+    assert [t.runs for t in result.trials] == [len(SEEDS)] * 8

@@ -11,12 +11,12 @@ import json
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from compiled_opt.core.backend import ContractError
 from compiled_opt.core.errors import UsageError, did_you_mean
-from compiled_opt.core.evaluate import Evaluation
+from compiled_opt.core.evaluate import BoundedCache, Evaluation
 from compiled_opt.core.space import Space, grid, grid_size, parametrization
 
 # What scoring a point costs when its draw is cached, in trials that draw; it decides when `exhaustive =
@@ -25,6 +25,8 @@ from compiled_opt.core.space import Space, grid, grid_size, parametrization
 # matrix product) about 7 ms, a point whose table exists about 0.1 ms; rounded up.
 CACHED_COUNT_COST = 0.05
 CACHED_POINT_COST = 0.001
+
+MEMO_BYTES = 256 * 2**20  # a search's evaluations held by its memo: a symbol's search (~25 kB each) keeps all
 
 
 def optimizer_names() -> list[str]:
@@ -53,15 +55,17 @@ def params_key(params: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Trial:
-    """One candidate and its score (``None``: it failed, ``error`` says why). ``evaluation`` is
-    ``None`` for a failed or ``replayed`` trial (re-told from the log of an interrupted attempt);
-    ``cached`` when its score came from the memo, without scoring it again."""
+    """One candidate and its score (``None``: it failed, ``error`` says why) over ``runs`` runs.
+    ``evaluation`` is held only while its batch is reported (``search``'s ``on_batch``), so that a search
+    keeps scores, not errors; it is ``None`` for a failed or ``replayed`` trial (re-told from the log of an
+    interrupted attempt); ``cached`` when its score came from the memo, without scoring it again."""
 
     number: int
     batch: int
     params: dict[str, Any]
     score: float | None
     evaluation: Evaluation | None = None
+    runs: int = 0
     cached: bool = False
     replayed: bool = False
     error: str = ""
@@ -87,22 +91,24 @@ class SearchResult:
 
 
 class ScoreMemo:
-    """``evaluate(params, seeds)`` remembered: the same config and seeds are never scored twice."""
+    """``evaluate(params, seeds)`` remembered: the same config and seeds are not scored twice while its
+    evaluation is held. Evaluations are held up to ``max_bytes`` of their arrays, least recently used first
+    out (a pooled stage's evaluation over 10,000 symbols is about 200 MB); one let go is scored again when
+    asked, with the same result: its draws are keyed by its seeds."""
 
-    def __init__(self, evaluate: Callable[[Mapping[str, Any], tuple[int, ...]], Evaluation]):
+    def __init__(self, evaluate: Callable[[Mapping[str, Any], tuple[int, ...]], Evaluation],
+                 max_bytes: int = MEMO_BYTES):
         self.evaluate = evaluate
-        self.known: dict[tuple[str, tuple[int, ...]], Evaluation] = {}
+        self.known = BoundedCache(max_bytes)
 
     def __call__(self, params: Mapping[str, Any], seeds: tuple[int, ...]) -> Evaluation:
         return self.lookup(params, seeds)[0]
 
     def lookup(self, params: Mapping[str, Any], seeds: tuple[int, ...]) -> tuple[Evaluation, bool]:
-        """The evaluation and whether it was already known."""
+        """The evaluation and whether it was held already."""
         key = (params_key(params), tuple(seeds))
-        if key in self.known:
-            return self.known[key], True
-        self.known[key] = self.evaluate(params, seeds)
-        return self.known[key], False
+        held = key in self.known.entries
+        return self.known.get(key, lambda: self.evaluate(params, seeds)), held
 
 
 class SearchFailed(RuntimeError):
@@ -211,10 +217,10 @@ def search(evaluate: ScoreMemo, space: Space, base: Mapping[str, Any], seeds: tu
             else:
                 finished.append(_score(evaluate, params, seeds, number, batch_no))
         asker.tell([t.score for t in finished])
-        done.extend(finished)
         fresh = [t for t in finished if not t.replayed]
         if fresh:
             on_batch(fresh)
+        done.extend(replace(t, evaluation=None) for t in finished)
     scored = [t for t in done if t.score is not None]
     if not scored:
         first_error = next((t.error for t in done if t.error), "")
@@ -231,4 +237,4 @@ def _score(evaluate: ScoreMemo, params: dict[str, Any], seeds: tuple[int, ...], 
     except Exception as exc:  # a failing candidate is told as failed; the search goes on
         return Trial(number, batch, params, None, error=f"{type(exc).__name__}: {exc}",
                      traceback=traceback.format_exc())
-    return Trial(number, batch, params, evaluation.mean, evaluation, cached=cached)
+    return Trial(number, batch, params, evaluation.mean, evaluation, evaluation.runs, cached=cached)
