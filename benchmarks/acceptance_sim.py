@@ -3,8 +3,8 @@
 A simulated stochastic backend (``SimBackend``: forecast samples around the last close with a
 config-dependent bias and spread, drawn from the engine's keyed ``Draws``) is scored by the real
 ``Evaluator`` on a real symbol's last ``--windows`` validation windows (30, the seed system's setting; the
-engine's default is 250), and every registered policy decides through the real ``judge`` flow (``sequential`` adds runs in stages through it). For each policy
-(and each scope of ``paired``) it prints:
+engine's default is 250), and every registered policy decides through the real ``judge`` flow
+(``sequential`` adds runs in stages through it). For each policy (and each scope of ``paired``) it prints:
 
 - ``aa_accept``: the challenger is identical in truth to the incumbent (another config id, so
   independent draws);
@@ -50,9 +50,13 @@ from market import load_symbol
 SCENARIOS = ("aa_accept", "flat_accept", "power_1pct", "power_2pct", "power_5pct")
 EFFECTS = {"power_1pct": 0.01, "power_2pct": 0.02, "power_5pct": 0.05}
 # Beyond each registered policy at its defaults: what confirmation changes, both ways.
-EXTRA_VARIANTS = (("paired", {"scope": "windows"}), ("any_improvement", {"confirm": True}),
-                  ("paired", {"scope": "runs", "confirm": False}), ("sequential", {"spending": "obrien_fleming"}),
-                  ("sequential", {"futility": 0}))
+EXTRA_VARIANTS = (
+    ("paired", {"scope": "windows"}),
+    ("any_improvement", {"confirm": True}),
+    ("paired", {"scope": "runs", "confirm": False}),
+    ("sequential", {"spending": "obrien_fleming"}),
+    ("sequential", {"futility": 0}),
+)
 TARGET_SPREAD_PCT = 1.2
 VOL_LOOKBACK = 20
 
@@ -144,11 +148,14 @@ def calibrate(ev: Evaluator, samples: int, ratio: float, runs: int, seed: int) -
         raise RuntimeError(f"no bias makes this symbol's challenger {100 * max(EFFECTS.values()):g}% better")
     effects = {}
     for name, effect in EFFECTS.items():
-        bias = solve(lambda b: relative(b) - (1 - effect), 0.0, best)
+        bias = solve(lambda b, effect=effect: relative(b) - (1 - effect), 0.0, best)
         better = ev({**challenger, "bias": bias}, seeds)
         gain = (inc.errors - better.errors).mean(axis=0) / inc.mean
-        effects[name] = {"bias": bias, "measured_pct": 100 * gain.mean(),
-                         "window_sd_of_gain_pct": 100 * float(gain.std(ddof=1))}
+        effects[name] = {
+            "bias": bias,
+            "measured_pct": 100 * gain.mean(),
+            "window_sd_of_gain_pct": 100 * float(gain.std(ddof=1)),
+        }
     one = ev({**challenger, "bias": effects["power_1pct"]["bias"]}, seeds)
     twin = ev({**incumbent, "config_id": 1}, seeds)
     return {
@@ -187,15 +194,20 @@ def variants(plugins: Plugins) -> list[tuple[str, Policy]]:
     return out
 
 
-def flat_winners(ev: Evaluator, incumbent: Mapping[str, Any], trials: int,
-                 search: list[list[int]]) -> list[dict[str, Any]]:
+def flat_winners(
+    ev: Evaluator, incumbent: Mapping[str, Any], trials: int, search: list[list[int]]
+) -> list[dict[str, Any]]:
     """Per repetition, the best of ``trials`` equally good configs (ids 1..trials) on its search seeds.
 
     All repetitions' runs go into one call per config: runs are independent, keyed by their seeds.
     """
     seeds = tuple(s for rep in search for s in rep)
-    scores = np.stack([ev({**incumbent, "config_id": i}, seeds).per_run.reshape(len(search), -1).mean(axis=1)
-                       for i in range(1, trials + 1)])
+    scores = np.stack(
+        [
+            ev({**incumbent, "config_id": i}, seeds).per_run.reshape(len(search), -1).mean(axis=1)
+            for i in range(1, trials + 1)
+        ]
+    )
     return [{**incumbent, "config_id": int(i) + 1} for i in scores.argmin(axis=0)]
 
 
@@ -207,23 +219,27 @@ def first_look(stats: Mapping[str, Any]) -> tuple[float, float] | None:
     return first["mean_difference"], first["se_difference"]
 
 
-def summarise(accepts: list[bool], runs: list[int], looks: list[tuple[float, float] | None],
-              p_values: list[float | None]) -> dict[str, Any]:
+def summarise(
+    accepts: list[bool], runs: list[int], looks: list[tuple[float, float] | None], p_values: list[float | None]
+) -> dict[str, Any]:
     """A scenario's acceptance rate with its interval, mean runs, and the checks of the printed numbers."""
     n = len(accepts)
     out: dict[str, Any] = {"rate": sum(accepts) / n, "ci95": wilson(sum(accepts), n), "mean_runs": float(np.mean(runs))}
     if all(look is not None for look in looks):
         diff, se = np.array(looks).T
-        out["se_check"] = {"sd_of_mean_difference": float(diff.std(ddof=1)),
-                           "rms_reported_se": float(np.sqrt(np.mean(se**2)))}
+        out["se_check"] = {
+            "sd_of_mean_difference": float(diff.std(ddof=1)),
+            "rms_reported_se": float(np.sqrt(np.mean(se**2))),
+        }
     if all(p is not None for p in p_values):
         p = np.array(p_values)
         out["p_at_or_below"] = {"0.01": float((p <= 0.01).mean()), "0.05": float((p <= 0.05).mean())}
     return out
 
 
-def simulate(ev: Evaluator, plugins: Plugins, cal: dict[str, Any], reps: int, runs: int, trials: int,
-             seed: int) -> dict[str, dict[str, Any]]:
+def simulate(
+    ev: Evaluator, plugins: Plugins, cal: dict[str, Any], reps: int, runs: int, trials: int, seed: int
+) -> dict[str, dict[str, Any]]:
     """Every variant in every scenario over ``reps`` repetitions: acceptance rates, runs spent, checks."""
     incumbent = cal["incumbent"]
     better = {name: {**cal["challenger"], "bias": fact["bias"]} for name, fact in cal["facts"]["biases"].items()}
@@ -240,8 +256,11 @@ def simulate(ev: Evaluator, plugins: Plugins, cal: dict[str, Any], reps: int, ru
             for scenario, challenger in challengers.items():
                 verdict = judge(policy, memo, challenger, incumbent, tuple(search[rep]), tuple(fresh[rep]))
                 stats = verdict.decision.stats
-                for column, value in zip(seen[label][scenario], (verdict.decision.accept, verdict.challenger.runs,
-                                                                 first_look(stats), stats.get("p_value")), strict=True):
+                for column, value in zip(
+                    seen[label][scenario],
+                    (verdict.decision.accept, verdict.challenger.runs, first_look(stats), stats.get("p_value")),
+                    strict=True,
+                ):
                     column.append(value)
     return {label: {s: summarise(*columns) for s, columns in scenarios.items()} for label, scenarios in seen.items()}
 
@@ -249,13 +268,20 @@ def simulate(ev: Evaluator, plugins: Plugins, cal: dict[str, Any], reps: int, ru
 # label -> (scenario, measure, op, value); measure "rate", "ci_high" (the 95% interval's upper end) or
 # "mean_runs" (value as a multiple of the fixed design's runs). `sequential`'s are issue 13's.
 TARGETS = {
-    "paired[scope=runs]": [("aa_accept", "rate", "<=", 0.05), ("flat_accept", "rate", "<=", 0.05),
-                           ("power_1pct", "rate", ">=", 0.80)],
+    "paired[scope=runs]": [
+        ("aa_accept", "rate", "<=", 0.05),
+        ("flat_accept", "rate", "<=", 0.05),
+        ("power_1pct", "rate", ">=", 0.80),
+    ],
     "paired[scope=windows]": [("aa_accept", "rate", "<=", 0.05), ("flat_accept", "rate", "<=", 0.05)],
     "any_improvement": [("aa_accept", "rate", "~", 0.5), ("flat_accept", "rate", "~", 1.0)],
-    "sequential": [("aa_accept", "rate", "<=", 0.05), ("flat_accept", "rate", "<=", 0.05),
-                   ("flat_accept", "ci_high", "<=", 0.07), ("power_1pct", "rate", ">=", 0.90),
-                   *((s, "mean_runs", "<=", 2.0) for s in SCENARIOS)],
+    "sequential": [
+        ("aa_accept", "rate", "<=", 0.05),
+        ("flat_accept", "rate", "<=", 0.05),
+        ("flat_accept", "ci_high", "<=", 0.07),
+        ("power_1pct", "rate", ">=", 0.90),
+        *((s, "mean_runs", "<=", 2.0) for s in SCENARIOS),
+    ],
 }
 
 
@@ -270,16 +296,32 @@ def check_targets(rates: dict[str, dict[str, Any]], runs: int) -> dict[str, dict
             estimate = {"rate": r["rate"], "ci_high": hi, "mean_runs": r["mean_runs"]}[measure]
             limit = value * runs if measure == "mean_runs" else value
             met = {"<=": estimate <= limit, ">=": estimate >= limit, "~": abs(estimate - limit) <= 0.1}[op]
-            consistent = met if measure != "rate" else {"<=": lo <= limit, ">=": hi >= limit,
-                                                         "~": lo - 0.1 <= limit <= hi + 0.1}[op]
-            out.setdefault(label, {})[f"{scenario}.{measure}"] = {"target": f"{op} {limit:g}", "estimate": estimate,
-                                                                   "met": met, "consistent": consistent}
+            consistent = (
+                met
+                if measure != "rate"
+                else {"<=": lo <= limit, ">=": hi >= limit, "~": lo - 0.1 <= limit <= hi + 0.1}[op]
+            )
+            out.setdefault(label, {})[f"{scenario}.{measure}"] = {
+                "target": f"{op} {limit:g}",
+                "estimate": estimate,
+                "met": met,
+                "consistent": consistent,
+            }
     return out
 
 
-def run(symbol: str = "AEM", reps: int = 400, runs: int = 3, windows: int = 30, trials: int = 100,
-        samples: int = 64, sample_ratio: float = 1.5, calibration_runs: int = 2000, seed: int = 20240601,
-        device: str = "cpu") -> dict[str, Any]:
+def run(
+    symbol: str = "AEM",
+    reps: int = 400,
+    runs: int = 3,
+    windows: int = 30,
+    trials: int = 100,
+    samples: int = 64,
+    sample_ratio: float = 1.5,
+    calibration_runs: int = 2000,
+    seed: int = 20240601,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """The whole benchmark as one JSON-ready dict."""
     start = time.perf_counter()
     plugins = Plugins.load()
@@ -290,8 +332,16 @@ def run(symbol: str = "AEM", reps: int = 400, runs: int = 3, windows: int = 30, 
     rates = simulate(ev, plugins, cal, reps, runs, trials, seed)
     return {
         "benchmark": "acceptance_sim",
-        "settings": {"symbol": symbol, "windows": windows, "runs": runs, "reps": reps, "search_trials": trials,
-                     "sample_ratio": sample_ratio, "seed": seed, "device": device},
+        "settings": {
+            "symbol": symbol,
+            "windows": windows,
+            "runs": runs,
+            "reps": reps,
+            "search_trials": trials,
+            "sample_ratio": sample_ratio,
+            "seed": seed,
+            "device": device,
+        },
         "calibration": cal["facts"],
         "policies": rates,
         "targets": check_targets(rates, runs),
@@ -314,14 +364,22 @@ def table(result: dict[str, Any]) -> str:
         for scenario, r in rates.items():
             if "se_check" in r and scenario in ("aa_accept", "power_1pct"):
                 c, p = r["se_check"], r.get("p_at_or_below", {})
-                rows.append(f"{label:{width}s}{scenario:12s} {c['sd_of_mean_difference']:.3g} / {c['rms_reported_se']:.3g}"
-                            + (f"; {p['0.01']:.3f}, {p['0.05']:.3f}" if p and scenario == "aa_accept" else ""))
+                rows.append(
+                    f"{label:{width}s}{scenario:12s} {c['sd_of_mean_difference']:.3g} / {c['rms_reported_se']:.3g}"
+                    + (f"; {p['0.01']:.3f}, {p['0.05']:.3f}" if p and scenario == "aa_accept" else "")
+                )
     cal = result["calibration"]
-    rows.append(f"\n{result['settings']}\nrun-to-run MAE spread {cal['run_to_run_spread_pct']:.2f}% of the mean;"
-                f" samples {cal['samples']}; biases " + ", ".join(
-                    f"{k}: {v['bias']:.4f} ({v['measured_pct']:.2f}%)" for k, v in cal["biases"].items()))
-    missed = [f"{label} {key} {t['target']} (got {t['estimate']:.3g})" for label, goals in result["targets"].items()
-              for key, t in goals.items() if not t["met"]]
+    rows.append(
+        f"\n{result['settings']}\nrun-to-run MAE spread {cal['run_to_run_spread_pct']:.2f}% of the mean;"
+        f" samples {cal['samples']}; biases "
+        + ", ".join(f"{k}: {v['bias']:.4f} ({v['measured_pct']:.2f}%)" for k, v in cal["biases"].items())
+    )
+    missed = [
+        f"{label} {key} {t['target']} (got {t['estimate']:.3g})"
+        for label, goals in result["targets"].items()
+        for key, t in goals.items()
+        if not t["met"]
+    ]
     rows.append("targets: " + ("all met" if not missed else "missed: " + "; ".join(missed)))
     return "\n".join(rows)
 
@@ -336,17 +394,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="evaluation runs per config (--eval-runs)")
     parser.add_argument("--trials", type=int, default=100, help="configs in the flat search")
     parser.add_argument("--samples", type=int, default=64, help="the incumbent's samples (the spread follows)")
-    parser.add_argument("--sample-ratio", type=float, default=1.5,
-                        help="the challengers' samples over the incumbent's (more shared draws when closer to 1)")
+    parser.add_argument(
+        "--sample-ratio",
+        type=float,
+        default=1.5,
+        help="the challengers' samples over the incumbent's (more shared draws when closer to 1)",
+    )
     parser.add_argument("--calibration-runs", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--windows", type=int, default=30,
-                        help="validation windows (30, the seed system's: over AEM's last 250 windows no bias makes the"
-                        " simulated challenger 5%% better, so the power rows cannot be calibrated there)")
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=30,
+        help="validation windows (30, the seed system's: over AEM's last 250 windows no bias makes the"
+        " simulated challenger 5%% better, so the power rows cannot be calibrated there)",
+    )
     args = parser.parse_args(argv)
-    result = run(args.symbol, args.reps, args.runs, args.windows, args.trials, args.samples, args.sample_ratio,
-                 args.calibration_runs, args.seed, args.device)
+    result = run(
+        args.symbol,
+        args.reps,
+        args.runs,
+        args.windows,
+        args.trials,
+        args.samples,
+        args.sample_ratio,
+        args.calibration_runs,
+        args.seed,
+        args.device,
+    )
     print(table(result) if args.table else json.dumps(result, indent=2))
     return 0
 

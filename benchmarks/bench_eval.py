@@ -69,9 +69,16 @@ def main() -> None:
         t = interleaved_best(args.repeat, loop=loop, batched=lambda: engine(seeds), runs1=lambda: engine(seeds[:1]))
     loop_s, batched_s, runs1_s = t["loop"], t["batched"], t["runs1"]
     result = {
-        "backend": "bootstrap", "symbol": args.symbol, "windows": len(rows), "runs": args.runs,
-        "num_samples": params["num_samples"], "loop_s": loop_s, "batched_s": batched_s,
-        "loop_over_batched": loop_s / batched_s, "runs1_s": runs1_s, "runs3_over_runs1": batched_s / runs1_s,
+        "backend": "bootstrap",
+        "symbol": args.symbol,
+        "windows": len(rows),
+        "runs": args.runs,
+        "num_samples": params["num_samples"],
+        "loop_s": loop_s,
+        "batched_s": batched_s,
+        "loop_over_batched": loop_s / batched_s,
+        "runs1_s": runs1_s,
+        "runs3_over_runs1": batched_s / runs1_s,
         "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))

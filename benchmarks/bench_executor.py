@@ -54,8 +54,8 @@ seed = 1
 [pooled]
 enabled = false  # one job per model, run before the others: this measures the jobs that run in parallel
 [output]
-directory = "{out / 'hyperparams'}"
-runs = "{out / 'runs'}"
+directory = "{out / "hyperparams"}"
+runs = "{out / "runs"}"
 {extra}
 [models.bootstrap]
 backend = "bootstrap"
@@ -124,15 +124,23 @@ def absorb(root: Path, count: int, trials: int) -> dict:
     run = Run(load_config(config(data, root / "all", trials)), console=quiet)
     run.executor = Replay()
     timers = {"trial_log": 0.0, "store": 0.0, "best": 0.0, "state": 0.0}
-    for name, target, method in (("trial_log", run.run_dir.trials, "flush"), ("store", run.store, "save"),
-                                 ("best", run.store, "update_best"), ("state", run.run_dir, "save_state")):
+    for name, target, method in (
+        ("trial_log", run.run_dir.trials, "flush"),
+        ("store", run.store, "save"),
+        ("best", run.store, "update_best"),
+        ("state", run.run_dir, "save_state"),
+    ):
         setattr(target, method, _timed(getattr(target, method), timers, name))
     start = time.perf_counter()
     run.execute()
     seconds = time.perf_counter() - start - Replay.overhead  # the driver's share of the run
-    return {"absorb_symbols": count, "absorb_trials_per_job": trials, "absorb_jobs_per_s": count / seconds,
-            "absorb_ms_per_job": 1000 * seconds / count,
-            **{f"absorb_ms_per_job_{k}": 1000 * v / count for k, v in timers.items()}}
+    return {
+        "absorb_symbols": count,
+        "absorb_trials_per_job": trials,
+        "absorb_jobs_per_s": count / seconds,
+        "absorb_ms_per_job": 1000 * seconds / count,
+        **{f"absorb_ms_per_job_{k}": 1000 * v / count for k, v in timers.items()},
+    }
 
 
 def _timed(fn, timers: dict, name: str):
@@ -167,15 +175,23 @@ def scaling(root: Path, count: int, workers: int, windows: int, samples: int, tr
         outcomes = run.execute()
         times[name] = time.perf_counter() - start
         assert not any(isinstance(o, JobId) for o in outcomes)  # a failed job's result is its id
-    return {"cpu_symbols": count, "cpu_workers": workers, "cpu_windows": windows, "cpu_samples": samples,
-            "cpu_trials": trials, "local_s": times["local"], "ray_s": times["ray"],
-            "ray_speedup": times["local"] / times["ray"], "ray_start_s": started["ray"],
-            "local_start_s": started["local"],
-            "ray_speedup_after_start": (times["local"] - started["local"]) / (times["ray"] - started["ray"]),
-            "local_1thread_s": times["local_1thread"],
-            "ray_speedup_over_1thread_after_start": (times["local_1thread"] - started["local_1thread"])
-            / (times["ray"] - started["ray"]),
-            "cores": os.cpu_count()}
+    return {
+        "cpu_symbols": count,
+        "cpu_workers": workers,
+        "cpu_windows": windows,
+        "cpu_samples": samples,
+        "cpu_trials": trials,
+        "local_s": times["local"],
+        "ray_s": times["ray"],
+        "ray_speedup": times["local"] / times["ray"],
+        "ray_start_s": started["ray"],
+        "local_start_s": started["local"],
+        "ray_speedup_after_start": (times["local"] - started["local"]) / (times["ray"] - started["ray"]),
+        "local_1thread_s": times["local_1thread"],
+        "ray_speedup_over_1thread_after_start": (times["local_1thread"] - started["local_1thread"])
+        / (times["ray"] - started["ray"]),
+        "cores": os.cpu_count(),
+    }
 
 
 def main() -> None:
@@ -193,8 +209,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = absorb(Path(tmp) / "absorb", args.symbols, args.trials)
         if not args.skip_ray:
-            out |= scaling(Path(tmp) / "scaling", args.cpu_symbols, args.workers, args.windows, args.samples,
-                           args.cpu_trials)
+            out |= scaling(
+                Path(tmp) / "scaling", args.cpu_symbols, args.workers, args.windows, args.samples, args.cpu_trials
+            )
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))
 
 

@@ -75,21 +75,38 @@ def main() -> None:
     plugins = Plugins.load()
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
     runtime = Runtime(device=args.device, compile=args.compile, dtype=getattr(torch, args.dtype))
-    params = {**KronosBackend.defaults, "temperature": 0.2, "top_p": 0.9, "top_k": 0,
-              "sample_count": args.samples, "max_context": args.context, "clip": 2.0}
+    params = {
+        **KronosBackend.defaults,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "top_k": 0,
+        "sample_count": args.samples,
+        "max_context": args.context,
+        "clip": 2.0,
+    }
     second = {**params, "temperature": 0.25, "top_p": 0.8}
     series = load_symbol(args.symbol)
     with tempfile.TemporaryDirectory() as tmp:
         backend = KronosBackend(runtime, **write_random(Path(tmp), args.size, layers=layers))
     split = splits(len(series), 30, 20, 1)
     seeds = tuple(derive_seeds(0, "search", args.runs))
-    predictor = import_kronos().KronosPredictor(backend.model, backend.tokenizer, device=args.device,
-                                                 max_context=args.context, clip=params["clip"])
+    predictor = import_kronos().KronosPredictor(
+        backend.model, backend.tokenizer, device=args.device, max_context=args.context, clip=params["clip"]
+    )
 
     def predict(batch, i: int) -> None:
         df, x_time, y_time = predictor_frame(batch, i)
-        predictor.predict(df, x_time, y_time, pred_len=1, T=params["temperature"], top_k=params["top_k"],
-                          top_p=params["top_p"], sample_count=args.samples, verbose=False)
+        predictor.predict(
+            df,
+            x_time,
+            y_time,
+            pred_len=1,
+            T=params["temperature"],
+            top_k=params["top_k"],
+            top_p=params["top_p"],
+            sample_count=args.samples,
+            verbose=False,
+        )
 
     start = time.perf_counter()
     predict(windows(series, split.test, args.context, 1), 0)
@@ -120,14 +137,27 @@ def main() -> None:
     trial_s_cached = trial[len(seeds)]
 
     result = {
-        "backend": "kronos", "size": args.size, "layers": layers or MODELS[args.size]["n_layers"],
-        "device": args.device, "compile": args.compile, "dtype": args.dtype, "symbol": args.symbol,
-        "windows": len(batch), "runs": args.runs, "sample_count": args.samples, "max_context": args.context,
-        "loop_s": loop_s, "loop_windows_timed": loop_windows, "loop_runs_timed": args.loop_runs,
+        "backend": "kronos",
+        "size": args.size,
+        "layers": layers or MODELS[args.size]["n_layers"],
+        "device": args.device,
+        "compile": args.compile,
+        "dtype": args.dtype,
+        "symbol": args.symbol,
+        "windows": len(batch),
+        "runs": args.runs,
+        "sample_count": args.samples,
+        "max_context": args.context,
+        "loop_s": loop_s,
+        "loop_windows_timed": loop_windows,
+        "loop_runs_timed": args.loop_runs,
         "loop_scaled": loop_windows * args.loop_runs < len(batch) * args.runs,
-        "batched_s": batched_s, "loop_over_batched": loop_s / batched_s, "trial_s_cached": trial_s_cached,
+        "batched_s": batched_s,
+        "loop_over_batched": loop_s / batched_s,
+        "trial_s_cached": trial_s_cached,
         "runs3_over_runs1": trial_s_cached / trial[1],
-        "warmup_s": warmup_s, "torch_threads": torch.get_num_threads(),
+        "warmup_s": warmup_s,
+        "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
 

@@ -82,14 +82,15 @@ def prepare(directory: Path, symbols: int) -> list[str]:
     return [p.stem for p in chosen]
 
 
-def config_text(directory: Path, symbols: list[str], backend: str, options: dict, args: argparse.Namespace,
-                mode: str) -> str:
+def config_text(
+    directory: Path, symbols: list[str], backend: str, options: dict, args: argparse.Namespace, mode: str
+) -> str:
     from compiled_opt.commands.checkpoint import options_toml
 
     device = "cpu" if args.device == "cpu" else "cuda"
     return f"""
 [data]
-directory = "{directory / 'data'}"
+directory = "{directory / "data"}"
 symbols = {json.dumps(symbols)}
 {f"val_window = {args.windows}" if args.windows else ""}
 [evaluation]
@@ -99,8 +100,8 @@ seed = 0
 trials = {args.trials}
 seed = 0
 [output]
-directory = "{directory / mode / backend / 'hyperparams'}"
-runs = "{directory / mode / backend / 'runs'}"
+directory = "{directory / mode / backend / "hyperparams"}"
+runs = "{directory / mode / backend / "runs"}"
 [runtime]
 device = "{device}"
 mode = "{mode}"
@@ -112,8 +113,19 @@ backend = "{BACKENDS.get(backend, backend)}"
 
 
 def run_child(config: Path, backend: str, args: argparse.Namespace, legacy: bool = False) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(config), "--backend", backend,
-               "--device", args.device, "--loop-calls", str(args.loop_calls), *(["--legacy"] if legacy else [])]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        str(config),
+        "--backend",
+        backend,
+        "--device",
+        args.device,
+        "--loop-calls",
+        str(args.loop_calls),
+        *(["--legacy"] if legacy else []),
+    ]
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench_run child for {backend} failed:\n{out.stderr[-4000:]}")
@@ -129,19 +141,33 @@ def parent(args: argparse.Namespace) -> dict:
         directory = Path(tmp)
         symbols = prepare(directory, args.symbols)
         for backend in backends:
-            options = ({} if backend in ("bootstrap", "zero")
-                       else write_random(backend, directory / "checkpoints" / backend, args.size))
+            options = (
+                {}
+                if backend in ("bootstrap", "zero")
+                else write_random(backend, directory / "checkpoints" / backend, args.size)
+            )
             for mode in args.mode:
                 config = directory / f"{backend}-{mode}.toml"
                 config.write_text(config_text(directory, symbols, backend, options, args, mode))
                 result = run_child(config, backend, args)
-                result.update(size=args.size if options else None, symbols=len(symbols), trials=args.trials,
-                              runs=args.runs)
+                result.update(
+                    size=args.size if options else None, symbols=len(symbols), trials=args.trials, runs=args.runs
+                )
                 if args.legacy and mode == args.mode[0]:
                     shutil.rmtree(directory / mode / backend)  # the legacy run starts from an empty store too
                     old = run_child(config, backend, args, legacy=True)
-                    result["legacy"] = {k: old[k] for k in ("wall_s", "split_s", "aggregation_share", "per_trial_ms",
-                                                            "encodes", "encodes_per_trial", "trials_scored")}
+                    result["legacy"] = {
+                        k: old[k]
+                        for k in (
+                            "wall_s",
+                            "split_s",
+                            "aggregation_share",
+                            "per_trial_ms",
+                            "encodes",
+                            "encodes_per_trial",
+                            "trials_scored",
+                        )
+                    }
                     result["speedup_vs_legacy"] = old["wall_s"] / result["wall_s"]
                     after = [r["wall_s"] - r["split_s"]["startup"] for r in (old, result)]
                     result["speedup_vs_legacy_after_startup"] = after[0] / after[1]
@@ -238,8 +264,13 @@ def seed_loop(name: str, spec, runtime, calls: int, symbols: list, trials: int, 
         torch.cuda.synchronize()
     per_call = (time.perf_counter() - start) / calls
     calls_needed = len(symbols) * runs * (trials * VALIDATION + TEST)
-    return {"seed_loop_s": per_call * calls_needed + load_s * len(symbols), "seed_loop_calls_timed": calls,
-            "seed_loop_call_s": per_call, "seed_loop_model_load_s": load_s, "seed_loop_scaled": True}
+    return {
+        "seed_loop_s": per_call * calls_needed + load_s * len(symbols),
+        "seed_loop_calls_timed": calls,
+        "seed_loop_call_s": per_call,
+        "seed_loop_model_load_s": load_s,
+        "seed_loop_scaled": True,
+    }
 
 
 def _seed_call(name: str, backend, series, params):
@@ -262,13 +293,24 @@ def _seed_call(name: str, backend, series, params):
 
         from compiled_opt.plugins.backends.kronos import import_kronos
 
-        predictor = import_kronos().KronosPredictor(backend.model, backend.tokenizer, device=backend.runtime.device,
-                                                     max_context=int(params["max_context"]), clip=params["clip"])
+        predictor = import_kronos().KronosPredictor(
+            backend.model,
+            backend.tokenizer,
+            device=backend.runtime.device,
+            max_context=int(params["max_context"]),
+            clip=params["clip"],
+        )
 
         def predict(row: int) -> None:
-            predictor.predict(*predictor_frame(window(row), 0), pred_len=1, T=params["temperature"],
-                              top_k=params["top_k"], top_p=params["top_p"], sample_count=params["sample_count"],
-                              verbose=False)
+            predictor.predict(
+                *predictor_frame(window(row), 0),
+                pred_len=1,
+                T=params["temperature"],
+                top_k=params["top_k"],
+                top_p=params["top_p"],
+                sample_count=params["sample_count"],
+                verbose=False,
+            )
 
         return predict
     from compiled_opt.core.aggregate import builtin_aggregators
@@ -329,21 +371,31 @@ def child(args: argparse.Namespace) -> dict:
     stamps = [("start", T0), *marks.items(), ("to_first_encode", clock.first_encode)]
     spec = next(iter(run.plan.models.values()))
     result = {
-        "backend": name, "device": args.device, "mode": config.runtime.mode,
-        "torch_threads": torch.get_num_threads(), "failed_jobs": sum(isinstance(o, JobId) for o in outcomes),
-        "trials_scored": len(rows), "trials_cached": sum(r.cached for r in rows), "wall_s": end - T0,
-        "split_s": split, "per_trial_ms": 1e3 * searched / max(len(rows), 1), "compiles": compiles(),
+        "backend": name,
+        "device": args.device,
+        "mode": config.runtime.mode,
+        "torch_threads": torch.get_num_threads(),
+        "failed_jobs": sum(isinstance(o, JobId) for o in outcomes),
+        "trials_scored": len(rows),
+        "trials_cached": sum(r.cached for r in rows),
+        "wall_s": end - T0,
+        "split_s": split,
+        "per_trial_ms": 1e3 * searched / max(len(rows), 1),
+        "compiles": compiles(),
         "startup_split_s": {k: t - stamps[i][1] for i, (k, t) in enumerate(stamps[1:])},
-        "calls": dict(clock.calls), "aggregation_share": split["aggregation"] / (end - T0),
-        "encodes": clock.calls["model"], "encodes_per_trial": clock.calls["model"] / max(len(rows), 1),
+        "calls": dict(clock.calls),
+        "aggregation_share": split["aggregation"] / (end - T0),
+        "encodes": clock.calls["model"],
+        "encodes_per_trial": clock.calls["model"] / max(len(rows), 1),
         "per_trial_split_ms": {k: 1e3 * v / max(len(rows), 1) for k, v in split.items() if k != "startup"},
     }
     if name != "zero" and not args.legacy:
         from compiled_opt.tuning.models import resolve_runtime
 
         runtime = resolve_runtime(config.runtime, "bench_run")
-        result |= seed_loop(name, spec, runtime, args.loop_calls, run.plan.series, config.search.trials,
-                            config.evaluation.eval_runs)
+        result |= seed_loop(
+            name, spec, runtime, args.loop_calls, run.plan.series, config.search.trials, config.evaluation.eval_runs
+        )
         result["seed_loop_over_run"] = result["seed_loop_s"] / result["wall_s"]
     return result
 
@@ -357,12 +409,17 @@ def main() -> None:
     parser.add_argument("--windows", type=int, help="validation windows (data.val_window; default: the engine's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--size", default="base", choices=("tiny", "small", "base"), help="toto / kronos checkpoints")
-    parser.add_argument("--mode", action="append", choices=("default", "fast"),
-                        help="runtime.mode; repeat to compare (default: default)")
+    parser.add_argument(
+        "--mode",
+        action="append",
+        choices=("default", "fast"),
+        help="runtime.mode; repeat to compare (default: default)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed by other load)")
     parser.add_argument("--loop-calls", type=int, default=3, help="seed-loop model calls timed (then scaled)")
-    parser.add_argument("--legacy", action="store_true",
-                        help="also run the aggregation before issue 17 and report speedup_vs_legacy")
+    parser.add_argument(
+        "--legacy", action="store_true", help="also run the aggregation before issue 17 and report speedup_vs_legacy"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

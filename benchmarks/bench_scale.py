@@ -61,8 +61,15 @@ def data_dir(root: Path, count: int, rows: int | None = None) -> Path:
     return data
 
 
-def config_text(root: Path, data: Path, trials: int, latency: tuple[float, float], executor: str = "",
-                windows: int = 250, pooled: str = "enabled = false") -> str:
+def config_text(
+    root: Path,
+    data: Path,
+    trials: int,
+    latency: tuple[float, float],
+    executor: str = "",
+    windows: int = 250,
+    pooled: str = "enabled = false",
+) -> str:
     encode_ms, sample_ms = latency
     return f"""
 [data]
@@ -77,8 +84,8 @@ seed = 1
 [runtime]
 threads = 1
 [output]
-directory = "{root / 'hyperparams'}"
-runs = "{root / 'runs'}"
+directory = "{root / "hyperparams"}"
+runs = "{root / "runs"}"
 {executor}
 [models.gpu]
 backend = "latency"
@@ -143,9 +150,16 @@ def timed_run(config: Path, executor=None) -> dict:
     outcomes = run.execute()
     wall = time.perf_counter() - begin
     failed = sum(not hasattr(o, "status") for o in outcomes)
-    return {**figures, "wall_s": wall, "checks_s": checks_s, "driver_cpu_s": time.process_time() - cpu0,
-            "jobs": len(outcomes), "failed": failed, "run": run,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {
+        **figures,
+        "wall_s": wall,
+        "checks_s": checks_s,
+        "driver_cpu_s": time.process_time() - cpu0,
+        "jobs": len(outcomes),
+        "failed": failed,
+        "run": run,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def child_throughput(root: Path, args: argparse.Namespace, workers: int) -> dict:
@@ -193,8 +207,14 @@ def child_big(root: Path, symbols: int, trials: int) -> dict:
     out = timed_run(config, Replay())
     run = out.pop("run")
     stored = len(list((root / "hyperparams" / "best").iterdir()))
-    return {**out, "symbols": symbols, "trials_per_job": trials, "best_files": stored,
-            "run_json_kb": run.run_dir.state_path.stat().st_size / 1024, "replay_s": Replay.overhead}
+    return {
+        **out,
+        "symbols": symbols,
+        "trials_per_job": trials,
+        "best_files": stored,
+        "run_json_kb": run.run_dir.state_path.stat().st_size / 1024,
+        "replay_s": Replay.overhead,
+    }
 
 
 def child_pooled(root: Path, args: argparse.Namespace, workers: int, shards: int) -> dict:
@@ -204,14 +224,28 @@ def child_pooled(root: Path, args: argparse.Namespace, workers: int, shards: int
     data = data_dir(root.parent, args.pooled_symbols)
     root.mkdir(parents=True)
     config = root / "pooled.toml"
-    config.write_text(config_text(root, data, args.pooled_trials, (args.encode_ms, args.sample_ms),
-                                  ray_options(workers) if workers else "", pooled=f"shards = {shards}"))
+    config.write_text(
+        config_text(
+            root,
+            data,
+            args.pooled_trials,
+            (args.encode_ms, args.sample_ms),
+            ray_options(workers) if workers else "",
+            pooled=f"shards = {shards}",
+        )
+    )
     out = timed_run(config)
     run = out.pop("run")
-    return {"workers": workers or 1, "shards": shards if workers else 1, "pooled_stage_s": out["stages_s"][0],
-            "pooled_config": run.outcomes[JobId("gpu")].config, "start_s": out["start_s"],
-            "driver_cpu_s": out["driver_cpu_s"], "workers_pss_gb": out.get("workers_pss_gb"),
-            "peak_rss_gb": out["peak_rss_gb"]}
+    return {
+        "workers": workers or 1,
+        "shards": shards if workers else 1,
+        "pooled_stage_s": out["stages_s"][0],
+        "pooled_config": run.outcomes[JobId("gpu")].config,
+        "start_s": out["start_s"],
+        "driver_cpu_s": out["driver_cpu_s"],
+        "workers_pss_gb": out.get("workers_pss_gb"),
+        "peak_rss_gb": out["peak_rss_gb"],
+    }
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -231,13 +265,14 @@ def child(args: argparse.Namespace) -> dict:
 def run_child(args: argparse.Namespace, root: Path, part: str, **extra) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", part, "--root", str(root)]
     names = ("symbols", "trials", "encode_ms", "sample_ms", "symbols_per_worker", "pooled_symbols", "pooled_trials")
-    for key, value in {**{k: getattr(args, k) for k in names},
-                       **extra}.items():
+    for key, value in {**{k: getattr(args, k) for k in names}, **extra}.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
     if proc.returncode:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
-                "stderr_tail": proc.stderr[-2000:]}
+        return {
+            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
+            "stderr_tail": proc.stderr[-2000:],
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -250,17 +285,23 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
             out["efficiency"] = out["trials_per_s"] / (workers * base)
         runs[f"ray_{workers}"] = out
     cpu = runs["local"].get("worker_cpu_ms_per_trial")
-    return {"symbols": args.symbols_per_worker and f"{args.symbols_per_worker} per worker" or args.symbols,
-            "trials": args.trials, "encode_ms": args.encode_ms, "sample_ms": args.sample_ms,
-            "cores": os.cpu_count(), "cpu_bound_trials_per_s": (os.cpu_count() or 1) * 1000 / cpu if cpu else None,
-            "runs": runs}
+    return {
+        "symbols": args.symbols_per_worker and f"{args.symbols_per_worker} per worker" or args.symbols,
+        "trials": args.trials,
+        "encode_ms": args.encode_ms,
+        "sample_ms": args.sample_ms,
+        "cores": os.cpu_count(),
+        "cpu_bound_trials_per_s": (os.cpu_count() or 1) * 1000 / cpu if cpu else None,
+        "runs": runs,
+    }
 
 
 def big(args: argparse.Namespace, tmp: Path) -> dict:
     out = {"run": run_child(args, tmp / "big", "big", child_symbols=args.big_symbols, child_trials=args.big_trials)}
     for trials in (10, 100):
-        out[f"memory_{trials}_trials"] = run_child(args, tmp / f"mem{trials}", "big", child_symbols=args.memory_symbols,
-                                                   child_trials=trials)
+        out[f"memory_{trials}_trials"] = run_child(
+            args, tmp / f"mem{trials}", "big", child_symbols=args.memory_symbols, child_trials=trials
+        )
     return out
 
 
@@ -268,7 +309,8 @@ def pooled(args: argparse.Namespace, tmp: Path) -> dict:
     runs = {"local": run_child(args, tmp / "pooled-local", "pooled", child_workers=0, child_shards=1)}
     for shards in (1, *args.pooled_shards):
         runs[f"ray_{args.pooled_workers}_shards_{shards}"] = run_child(
-            args, tmp / f"pooled-{shards}", "pooled", child_workers=args.pooled_workers, child_shards=shards)
+            args, tmp / f"pooled-{shards}", "pooled", child_workers=args.pooled_workers, child_shards=shards
+        )
     base = runs["local"].get("pooled_stage_s")
     for out in runs.values():
         if base and "pooled_stage_s" in out:
@@ -279,10 +321,20 @@ def pooled(args: argparse.Namespace, tmp: Path) -> dict:
 
 def pooled_memory(args: argparse.Namespace, tmp: Path) -> dict:
     """The local pooled stage of ``--memory-symbols`` zero-cost symbols at 10 and 40 trials: its peak memory."""
-    runs = {f"trials_{trials}": run_child(args, tmp / f"pooled-memory-{trials}", "pooled", child_workers=0,
-                                          child_shards=1, pooled_symbols=args.memory_symbols, pooled_trials=trials,
-                                          encode_ms=0, sample_ms=0)
-            for trials in (10, 40)}
+    runs = {
+        f"trials_{trials}": run_child(
+            args,
+            tmp / f"pooled-memory-{trials}",
+            "pooled",
+            child_workers=0,
+            child_shards=1,
+            pooled_symbols=args.memory_symbols,
+            pooled_trials=trials,
+            encode_ms=0,
+            sample_ms=0,
+        )
+        for trials in (10, 40)
+    }
     return {"symbols": args.memory_symbols, "runs": runs}
 
 
@@ -293,8 +345,12 @@ def main() -> None:
     parser.add_argument("--encode-ms", type=float, default=20.0)
     parser.add_argument("--sample-ms", type=float, default=3.0)
     parser.add_argument("--workers", type=int, nargs="*", default=[4, 8, 16, 32])
-    parser.add_argument("--symbols-per-worker", type=int, default=0,
-                        help="instead of --symbols: this many symbols per worker (the local run: one worker)")
+    parser.add_argument(
+        "--symbols-per-worker",
+        type=int,
+        default=0,
+        help="instead of --symbols: this many symbols per worker (the local run: one worker)",
+    )
     parser.add_argument("--big-symbols", type=int, default=10_000)
     parser.add_argument("--big-trials", type=int, default=100)
     parser.add_argument("--memory-symbols", type=int, default=1000)
@@ -302,8 +358,12 @@ def main() -> None:
     parser.add_argument("--pooled-trials", type=int, default=20)
     parser.add_argument("--pooled-workers", type=int, default=16)
     parser.add_argument("--pooled-shards", type=int, nargs="*", default=[16, 64])
-    parser.add_argument("--parts", nargs="*", default=["throughput", "big", "pooled", "pooled_memory"],
-                        choices=("throughput", "big", "pooled", "pooled_memory"))
+    parser.add_argument(
+        "--parts",
+        nargs="*",
+        default=["throughput", "big", "pooled", "pooled_memory"],
+        choices=("throughput", "big", "pooled", "pooled_memory"),
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)

@@ -21,21 +21,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "compiled-opt")
-SETTINGS = {"passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 0), "spinning": ({"OMP_WAIT_POLICY": "ACTIVE"}, 0),
-            "one_thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1)}
+SETTINGS = {
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 0),
+    "spinning": ({"OMP_WAIT_POLICY": "ACTIVE"}, 0),
+    "one_thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),
+}
 
 
 def config(directory: Path, threads: int) -> Path:
     text = (ROOT / "compiled_opt.toml").read_text().replace('directory = "data"', f'directory = "{ROOT / "data"}"')
     path = directory / f"threads{threads}.toml"
-    path.write_text(text.replace('[runtime]\n', f'[runtime]\nthreads = {threads}\n'))
+    path.write_text(text.replace("[runtime]\n", f"[runtime]\nthreads = {threads}\n"))
     return path
 
 
 def timed(path: Path, env: dict[str, str], out: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([CLI, "run", str(path), "-q", "--output", str(out)], check=True, capture_output=True,
-                   env={**os.environ, **env})
+    subprocess.run(
+        [CLI, "run", str(path), "-q", "--output", str(out)], check=True, capture_output=True, env={**os.environ, **env}
+    )
     return time.perf_counter() - start
 
 
@@ -51,9 +55,18 @@ def main(argv: list[str] | None = None) -> int:
             for name, (env, threads) in SETTINGS.items():
                 times[name].append(timed(config(tmp, threads), env, tmp / f"{name}{rep}"))
     median = {name: statistics.median(t) for name, t in times.items()}
-    print(json.dumps({"reps": args.reps, "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0],
-                      "median_s": median, "times_s": times,
-                      "ratio_to_passive": {n: m / median["passive"] for n, m in median.items()}}))
+    print(
+        json.dumps(
+            {
+                "reps": args.reps,
+                "cpus": os.cpu_count(),
+                "load_1min": os.getloadavg()[0],
+                "median_s": median,
+                "times_s": times,
+                "ratio_to_passive": {n: m / median["passive"] for n, m in median.items()},
+            }
+        )
+    )
     return 0
 
 

@@ -66,7 +66,8 @@ def old_loop(backend: TotoBackend, batch: WindowBatch, seeds: tuple[int, ...], a
         for w in range(len(batch)):
             series = close[w : w + 1].to(runtime.device)
             inputs = MaskedTimeseries(
-                series=series, padding_mask=torch.ones_like(series, dtype=torch.bool),
+                series=series,
+                padding_mask=torch.ones_like(series, dtype=torch.bool),
                 id_mask=torch.zeros_like(series, dtype=torch.int),
                 timestamp_seconds=batch.context_time[w : w + 1, None].to(runtime.device),
                 time_interval_seconds=torch.full((1, 1), 86400, device=runtime.device),
@@ -81,8 +82,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="the backend's dtype (the loop stays float32, as the old script ran)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="the backend's dtype (the loop stays float32, as the old script ran)",
+    )
     parser.add_argument("--compile", default="none", help="the backend's torch.compile mode (the loop stays eager)")
     parser.add_argument("--symbol", default="APP")
     parser.add_argument("--runs", type=int, default=3)
@@ -122,12 +127,18 @@ def main() -> None:
         for _ in range(args.repeat):  # every try on a fresh Evaluator: encode, and each exact aggregate, anew
             ev = Evaluator(backend, aggregators, series, parts.validation, 1)
             forwards.clear()
-            seconds, first = timed(lambda: ev(params, seeds), args.device)
+            seconds, first = timed(lambda ev=ev: ev(params, seeds), args.device)
             tries = {"cold": seconds}
-            for name, config, run_seeds in (("cached", cached, seeds), ("cached_runs1", cached, seeds[:1]),
-                                            ("cached_winsorized", cached_winsorized, seeds),
-                                            ("exact", exact, seeds), ("exact_winsorized", exact_winsorized, seeds)):
-                tries[name] = timed(lambda: ev(config, run_seeds), args.device)[0]
+            for name, config, run_seeds in (
+                ("cached", cached, seeds),
+                ("cached_runs1", cached, seeds[:1]),
+                ("cached_winsorized", cached_winsorized, seeds),
+                ("exact", exact, seeds),
+                ("exact_winsorized", exact_winsorized, seeds),
+            ):
+                tries[name] = timed(
+                    lambda ev=ev, config=config, run_seeds=run_seeds: ev(config, run_seeds), args.device
+                )[0]
             for name, seconds in tries.items():
                 times.setdefault(name, []).append(seconds)
             batched_forwards = len(forwards)
@@ -138,15 +149,32 @@ def main() -> None:
     loop_mae = float(((loop_points - batch.target[None, :, 0]).abs() / last).mean())
     batched_s = best["cold"]
     result = {
-        "backend": "toto", "size": args.size, "parameters_m": round(parameters / 1e6, 3), "device": args.device,
-        "dtype": args.dtype, "compile": args.compile, "loop_dtype": "float32", "symbol": args.symbol, "windows": len(batch), "runs": args.runs,
-        "num_samples": NUM_SAMPLES, "samples_per_batch": SAMPLES_PER_BATCH, "context_length": CONTEXT,
-        "loop_s": loop_s, "batched_s": batched_s, "loop_over_batched": loop_s / batched_s,
-        "trial_s_cached": best["cached"], "runs3_over_runs1": best["cached"] / best["cached_runs1"],
-        "trial_s_cached_winsorized": best["cached_winsorized"], "trial_s_exact": best["exact"],
+        "backend": "toto",
+        "size": args.size,
+        "parameters_m": round(parameters / 1e6, 3),
+        "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "loop_dtype": "float32",
+        "symbol": args.symbol,
+        "windows": len(batch),
+        "runs": args.runs,
+        "num_samples": NUM_SAMPLES,
+        "samples_per_batch": SAMPLES_PER_BATCH,
+        "context_length": CONTEXT,
+        "loop_s": loop_s,
+        "batched_s": batched_s,
+        "loop_over_batched": loop_s / batched_s,
+        "trial_s_cached": best["cached"],
+        "runs3_over_runs1": best["cached"] / best["cached_runs1"],
+        "trial_s_cached_winsorized": best["cached_winsorized"],
+        "trial_s_exact": best["exact"],
         "trial_s_exact_winsorized": best["exact_winsorized"],
-        "loop_forwards": loop_forwards, "batched_forwards": batched_forwards,
-        "loop_mae": loop_mae, "batched_mae": first.mean, "exact_mae": exact_mae,
+        "loop_forwards": loop_forwards,
+        "batched_forwards": batched_forwards,
+        "loop_mae": loop_mae,
+        "batched_mae": first.mean,
+        "exact_mae": exact_mae,
         "torch_threads": torch.get_num_threads(),
     }
     if args.json:

@@ -56,8 +56,16 @@ DESIGNS = {
 }
 
 
-def config_text(data: Path, out: Path, seed: int, val_window: int = 30, optimizer: str = "TwoPointsDE",
-                trials: int = 40, pooled: bool = False, metric: str = "pct_return_mae") -> str:
+def config_text(
+    data: Path,
+    out: Path,
+    seed: int,
+    val_window: int = 30,
+    optimizer: str = "TwoPointsDE",
+    trials: int = 40,
+    pooled: bool = False,
+    metric: str = "pct_return_mae",
+) -> str:
     return f"""
 [data]
 directory = "{data}"
@@ -72,8 +80,8 @@ seed = {seed}
 [pooled]
 enabled = {str(pooled).lower()}
 [output]
-directory = "{out / 'hyperparams'}"
-runs = "{out / 'runs'}"
+directory = "{out / "hyperparams"}"
+runs = "{out / "runs"}"
 [runtime]
 device = "cpu"
 [models.bootstrap]{SPACE}"""
@@ -101,30 +109,45 @@ def run_design(full: Path, visible: Path, work: Path, seed: int, hidden: int, **
     for r in results:
         rec = store.load(r.model, r.symbol)  # a first run: the reference re-scored at decision time is the defaults
         defaults_val = rec.previous.rescored_validation.value
-        rows.append({"symbol": r.symbol, "validation_change": rec.validation.value / defaults_val - 1,
-                     "hidden_change": r.oos.change, "changed": rec.status != "kept defaults",
-                     "metrics": r.oos.metrics})
+        rows.append(
+            {
+                "symbol": r.symbol,
+                "validation_change": rec.validation.value / defaults_val - 1,
+                "hidden_change": r.oos.change,
+                "changed": rec.status != "kept defaults",
+                "metrics": r.oos.metrics,
+            }
+        )
     return rows
 
 
 def summarise(rows: list[dict], metrics: dict) -> dict:
     hidden = np.array([r["hidden_change"] for r in rows])
     changed = [r for r in rows if r["changed"]]
-    return {"symbols": len(rows), "validation_change_pct": 100 * float(np.mean([r["validation_change"] for r in rows])),
-            "hidden_change_pct": 100 * float(hidden.mean()),
-            "hidden_sem_pct": 100 * float(hidden.std(ddof=1) / np.sqrt(hidden.size)),
-            "better": int((hidden < 0).sum()), "worse": int((hidden > 0).sum()), "changed": len(changed),
-            "helped": float(np.mean([r["hidden_change"] < 0 for r in changed])) if changed else None,
-            "metrics": {name: per_metric([r["metrics"][name] for r in rows], metric) for name, metric in metrics.items()}}
+    return {
+        "symbols": len(rows),
+        "validation_change_pct": 100 * float(np.mean([r["validation_change"] for r in rows])),
+        "hidden_change_pct": 100 * float(hidden.mean()),
+        "hidden_sem_pct": 100 * float(hidden.std(ddof=1) / np.sqrt(hidden.size)),
+        "better": int((hidden < 0).sum()),
+        "worse": int((hidden > 0).sum()),
+        "changed": len(changed),
+        "helped": float(np.mean([r["hidden_change"] < 0 for r in changed])) if changed else None,
+        "metrics": {name: per_metric([r["metrics"][name] for r in rows], metric) for name, metric in metrics.items()},
+    }
 
 
 def per_metric(comparisons: list, metric) -> dict:
     """One metric over symbol-runs, in its own units (``Metric.shown``)."""
     shown = {k: np.array([metric.shown(getattr(c, k)) for c in comparisons]) for k in ("config", "defaults", "naive")}
     diff = shown["config"] - shown["defaults"]
-    return {**{k: float(v.mean()) for k, v in shown.items()}, "difference": float(diff.mean()),
-            "difference_sem": float(diff.std(ddof=1) / np.sqrt(diff.size)),
-            "better": int(sum(c.difference > 0 for c in comparisons)), "higher_is_better": metric.higher_is_better}
+    return {
+        **{k: float(v.mean()) for k, v in shown.items()},
+        "difference": float(diff.mean()),
+        "difference_sem": float(diff.std(ddof=1) / np.sqrt(diff.size)),
+        "better": int(sum(c.difference > 0 for c in comparisons)),
+        "higher_is_better": metric.higher_is_better,
+    }
 
 
 def main() -> None:
@@ -142,8 +165,11 @@ def main() -> None:
         visible_copy(full, work / "visible", args.hidden)
         for name in args.designs:
             start = time.perf_counter()
-            rows = [r for seed in range(args.seeds)
-                    for r in run_design(full, work / "visible", work, seed, args.hidden, **DESIGNS[name])]
+            rows = [
+                r
+                for seed in range(args.seeds)
+                for r in run_design(full, work / "visible", work, seed, args.hidden, **DESIGNS[name])
+            ]
             plugins = Plugins.load()
             metrics = {n: plugins.metrics.get(n) for n in plugins.metrics}
             out["designs"][name] = {**summarise(rows, metrics), "seconds": time.perf_counter() - start}

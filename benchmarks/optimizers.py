@@ -32,8 +32,15 @@ from compiled_opt.tuning.search import ScoreMemo, plain
 
 from market import MARKET, load_symbol
 
-OPTIMIZERS = ("NGOpt", "NGOpt+noisy", "TwoPointsDE", "DiscreteLenglerOnePlusOne", "PortfolioDiscreteOnePlusOne",
-              "CMA", "RandomSearch")
+OPTIMIZERS = (
+    "NGOpt",
+    "NGOpt+noisy",
+    "TwoPointsDE",
+    "DiscreteLenglerOnePlusOne",
+    "PortfolioDiscreteOnePlusOne",
+    "CMA",
+    "RandomSearch",
+)
 
 
 def noisy_flag(name: str) -> tuple[str, bool]:
@@ -68,8 +75,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.overhead_only:
         space = parse_space(BootstrapBackend.default_space, "bootstrap default space")
-        out = {name: min(overhead_ms(space, name, args.trials, args.batch) for _ in range(3))
-               for name in args.optimizers}
+        out = {
+            name: min(overhead_ms(space, name, args.trials, args.batch) for _ in range(3)) for name in args.optimizers
+        }
         print(json.dumps({"overhead_ms": out}))
         return
 
@@ -91,15 +99,22 @@ def main() -> None:
                 opt_name, noisy = noisy_flag(name)
                 trials, recommended = _search(memo, space, base, seeds, opt_name, noisy, args, seed)
                 score = min(s for _, s in trials)
-                runs[name].append({"symbol": symbol, "seed": seed, "best": score,
-                                   "recommended": memo(recommended, seeds).mean,
-                                   "distinct": {k: len({p[k] for p, _ in trials}) for k in numeric}})
+                runs[name].append(
+                    {
+                        "symbol": symbol,
+                        "seed": seed,
+                        "best": score,
+                        "recommended": memo(recommended, seeds).mean,
+                        "distinct": {k: len({p[k] for p, _ in trials}) for k in numeric},
+                    }
+                )
                 best[(symbol, seed)] = min(best.get((symbol, seed), np.inf), score)
     out = {"symbols": len(symbols), "seeds": args.seeds, "trials": args.trials, "optimizers": {}}
     for name, rows in runs.items():
         gaps = [100 * (r["best"] / best[(r["symbol"], r["seed"])] - 1) for r in rows]
         out["optimizers"][name] = {
-            "gap_pct": float(np.mean(gaps)), "gap_pct_max": float(np.max(gaps)),
+            "gap_pct": float(np.mean(gaps)),
+            "gap_pct_max": float(np.max(gaps)),
             "distinct": {k: float(np.mean([r["distinct"][k] for r in rows])) for k in numeric},
             "recommend_worse": float(np.mean([r["recommended"] > r["best"] for r in rows])),
             "overhead_ms": overhead_ms(space, name, args.trials, args.batch),

@@ -60,23 +60,38 @@ class Counting:
         return result
 
 
-def searched(design: str, evaluator: Evaluator, space: dict, seed: int, search_config: SearchConfig,
-             alpha: float) -> dict[str, Any]:
+def searched(
+    design: str, evaluator: Evaluator, space: dict, seed: int, search_config: SearchConfig, alpha: float
+) -> dict[str, Any]:
     """One design's search: its pick, the pick's search score, runs spent and (racing) stops per look."""
     counting = Counting(evaluator)
     memo = ScoreMemo(counting)
     race = Race(memo, max_runs=12, alpha=alpha) if design == "race" else None
     runs = 12 if design == "fixed_12" else 3
-    result = search(race or memo, space, {}, tuple(derive_seeds(seed, "search", runs)), optimizer=search_config.optimizer,
-                    trials=search_config.trials, batch=search_config.batch, seed=seed,
-                    incumbent=BootstrapBackend.defaults)
+    result = search(
+        race or memo,
+        space,
+        {},
+        tuple(derive_seeds(seed, "search", runs)),
+        optimizer=search_config.optimizer,
+        trials=search_config.trials,
+        batch=search_config.batch,
+        seed=seed,
+        incumbent=BootstrapBackend.defaults,
+    )
     best = min((t for t in result.trials if t.score is not None), key=lambda t: t.score)
-    return {"pick": result.recommendation, "search_score": best.score, "pick_runs": best.runs,
-            "runs": counting.runs, "race": race.summary() if race else None}
+    return {
+        "pick": result.recommendation,
+        "search_score": best.score,
+        "pick_runs": best.runs,
+        "runs": counting.runs,
+        "race": race.summary() if race else None,
+    }
 
 
-def one(symbol: str, rep: int, seed: int, truth_runs: int, search_config: SearchConfig, alpha: float,
-        plugins: Plugins) -> dict[str, Any]:
+def one(
+    symbol: str, rep: int, seed: int, truth_runs: int, search_config: SearchConfig, alpha: float, plugins: Plugins
+) -> dict[str, Any]:
     """Every design on one symbol and repetition, with the picks' true validation and test MAEs."""
     series = load_symbol(symbol)
     cut = splits(len(series), VAL_WINDOW, TEST_WINDOW, 1)
@@ -127,17 +142,29 @@ def run(symbols=SYMBOLS, reps: int = 4, truth_runs: int = 64, alpha: float = 0.0
     for r in rows:
         for look, count in r["race"]["race"]["stopped"].items():
             stopped[look] = stopped.get(look, 0) + count
-    comparisons = {f"race - {other}": {key: paired(rows, "race", other, key) for key in ("val_change_pct",
-                                                                                      "test_change_pct")}
-                   for other in ("fixed_3", "fixed_12")}
+    comparisons = {
+        f"race - {other}": {key: paired(rows, "race", other, key) for key in ("val_change_pct", "test_change_pct")}
+        for other in ("fixed_3", "fixed_12")
+    }
     return {
         "benchmark": "racing",
-        "settings": {"symbols": list(symbols), "reps": reps, "truth_runs": truth_runs, "alpha": alpha, "seed": seed,
-                     "optimizer": config.optimizer, "trials": config.trials, "batch": config.batch,
-                     "backend": "bootstrap (default space)", "val_window": VAL_WINDOW, "test_window": TEST_WINDOW},
+        "settings": {
+            "symbols": list(symbols),
+            "reps": reps,
+            "truth_runs": truth_runs,
+            "alpha": alpha,
+            "seed": seed,
+            "optimizer": config.optimizer,
+            "trials": config.trials,
+            "batch": config.batch,
+            "backend": "bootstrap (default space)",
+            "val_window": VAL_WINDOW,
+            "test_window": TEST_WINDOW,
+        },
         "designs": designs,
         "race_stopped_per_look": stopped,
-        "race_saved_vs_fixed_12": 1 - designs["race"]["mean_runs_per_search"] / designs["fixed_12"]["mean_runs_per_search"],
+        "race_saved_vs_fixed_12": 1
+        - designs["race"]["mean_runs_per_search"] / designs["fixed_12"]["mean_runs_per_search"],
         "comparisons": comparisons,
         "rows": rows,
         "elapsed_s": time.perf_counter() - start,
@@ -146,16 +173,24 @@ def run(symbols=SYMBOLS, reps: int = 4, truth_runs: int = 64, alpha: float = 0.0
 
 def table(result: dict[str, Any]) -> str:
     """The designs side by side, then the paired differences of racing against each fixed design."""
-    lines = [f"{'design':10s}{'runs/search':>13s}{'runs/cand.':>12s}{'val vs defaults':>17s}{'test vs defaults':>18s}"
-             f"{'search optimism':>17s}"]
+    lines = [
+        f"{'design':10s}{'runs/search':>13s}{'runs/cand.':>12s}{'val vs defaults':>17s}{'test vs defaults':>18s}"
+        f"{'search optimism':>17s}"
+    ]
     for name, d in result["designs"].items():
-        lines.append(f"{name:10s}{d['mean_runs_per_search']:13.1f}{d['mean_runs_per_candidate']:12.2f}"
-                     f"{d['val_change_pct']:+16.2f}%{d['test_change_pct']:+17.2f}%{d['search_optimism_pct']:+16.2f}%")
-    lines.append(f"\nracing saves {100 * result['race_saved_vs_fixed_12']:.1f}% of fixed_12's runs; candidates stopped"
-                 f" per look: {result['race_stopped_per_look']}")
+        lines.append(
+            f"{name:10s}{d['mean_runs_per_search']:13.1f}{d['mean_runs_per_candidate']:12.2f}"
+            f"{d['val_change_pct']:+16.2f}%{d['test_change_pct']:+17.2f}%{d['search_optimism_pct']:+16.2f}%"
+        )
+    lines.append(
+        f"\nracing saves {100 * result['race_saved_vs_fixed_12']:.1f}% of fixed_12's runs; candidates stopped"
+        f" per look: {result['race_stopped_per_look']}"
+    )
     for name, c in result["comparisons"].items():
-        lines.append(f"{name}: val {c['val_change_pct']['mean']:+.3f} (SE {c['val_change_pct']['se']:.3f}) points,"
-                     f" test {c['test_change_pct']['mean']:+.3f} (SE {c['test_change_pct']['se']:.3f}) points")
+        lines.append(
+            f"{name}: val {c['val_change_pct']['mean']:+.3f} (SE {c['val_change_pct']['se']:.3f}) points,"
+            f" test {c['test_change_pct']['mean']:+.3f} (SE {c['test_change_pct']['se']:.3f}) points"
+        )
     lines.append(f"\n{result['settings']}")
     return "\n".join(lines)
 

@@ -27,14 +27,22 @@ def app_series(market_dir: Path) -> Series:
     return read_series(market_dir / "APP.parquet")
 
 
-def write_config(directory: Path, data_dir: Path, *, trials: int = 8, extra: str = "", models: str | None = None) -> Path:
+def write_config(
+    directory: Path, data_dir: Path, *, trials: int = 8, extra: str = "", models: str | None = None
+) -> Path:
     """A small config in ``directory`` searching the bootstrap backend on ``data_dir``."""
-    models = models if models is not None else """
+    models = (
+        models
+        if models is not None
+        else """
 [models.bootstrap]
 backend = "bootstrap"
 fixed = { num_samples = 64 }
-space = { lookback = { int = [10, 80] }, vol_scale = { float = [0.5, 1.5] }, aggregate = { choice = ["mean", "median"] } }
+space.lookback = { int = [10, 80] }
+space.vol_scale = { float = [0.5, 1.5] }
+space.aggregate = { choice = ["mean", "median"] }
 """
+    )
     path = directory / "compiled_opt.toml"
     pooled = "" if "[pooled]" in extra else "[pooled]\nenabled = false\n"  # small and quick, unlike the defaults
     path.write_text(f"""{pooled}
@@ -46,8 +54,8 @@ val_window = 30
 trials = {trials}
 batch = 4
 [output]
-directory = "{directory / 'hyperparams'}"
-runs = "{directory / 'runs'}"
+directory = "{directory / "hyperparams"}"
+runs = "{directory / "runs"}"
 {extra}
 {models}
 """)

@@ -24,11 +24,11 @@ def reference(name: str, x: np.ndarray) -> float:
     p = int(name.rsplit("_", 1)[1]) / 100
     k = math.floor(p * n)
     if name.startswith("trimmed_mean_"):
-        return x[k:n - k].mean()
+        return x[k : n - k].mean()
     if name.startswith("lower_trimmed_mean_"):
         return x[k:].mean()
     if name.startswith("upper_trimmed_mean_"):
-        return x[:n - k].mean()
+        return x[: n - k].mean()
     if name.startswith("winsorized_mean_"):
         return np.clip(x, x[k], x[n - 1 - k]).mean()
     raise AssertionError(name)
@@ -39,10 +39,13 @@ NAMES = [a.name for a in builtin_aggregators()]
 
 def test_all_design_names_are_built_in():
     quantiles = ("0.10", "0.15", "0.20", "0.25", "0.30", "0.70", "0.75", "0.80", "0.85", "0.90")
-    expected = ({f"trimmed_mean_{p}" for p in (5, 10, 15, 20, 25)}
-                | {f"lower_trimmed_mean_{p}" for p in (10, 15, 20, 25)}
-                | {f"upper_trimmed_mean_{p}" for p in (10, 15, 20)} | {f"quantile_{q}" for q in quantiles}
-                | {"mean", "median", "winsorized_mean_5", "winsorized_mean_10"})
+    expected = (
+        {f"trimmed_mean_{p}" for p in (5, 10, 15, 20, 25)}
+        | {f"lower_trimmed_mean_{p}" for p in (10, 15, 20, 25)}
+        | {f"upper_trimmed_mean_{p}" for p in (10, 15, 20)}
+        | {f"quantile_{q}" for q in quantiles}
+        | {"mean", "median", "winsorized_mean_5", "winsorized_mean_10"}
+    )
     assert set(NAMES) == expected
 
 
@@ -75,7 +78,7 @@ def test_a_mixed_aggregator_is_its_weighted_interval_plus_its_atoms():
     x = np.random.default_rng(0).standard_normal((5, 101))
     got = MIXED(torch.from_numpy(x), dim=-1).numpy()
     s = np.sort(x, axis=-1)
-    want = 0.6 * s[:, 10:101 - 20].mean(-1) + 0.3 * np.quantile(x, 0.5, axis=-1) + 0.1 * np.quantile(x, 0.95, axis=-1)
+    want = 0.6 * s[:, 10 : 101 - 20].mean(-1) + 0.3 * np.quantile(x, 0.5, axis=-1) + 0.1 * np.quantile(x, 0.95, axis=-1)
     np.testing.assert_allclose(got, want, rtol=1e-12)
     got = WINSOR_MIXED(torch.from_numpy(x), dim=-1).numpy()
     want = 0.5 * np.clip(x, s[:, 20:21], s[:, 90:91]).mean(-1) + 0.5 * np.quantile(x, 0.3, axis=-1)
@@ -89,8 +92,9 @@ def test_weights_are_the_aggregators_on_sorted_samples(num_samples):
     for a in [*builtin_aggregators(), MIXED, WINSOR_MIXED]:
         w = a.weights(num_samples)
         assert w.shape == (num_samples,) and w.sum() == pytest.approx(1.0, rel=1e-12)
-        np.testing.assert_allclose(np.sort(x, axis=-1) @ w, a(torch.from_numpy(x), dim=-1).numpy(),
-                                   rtol=0, atol=1e-12 * np.abs(x).max())
+        np.testing.assert_allclose(
+            np.sort(x, axis=-1) @ w, a(torch.from_numpy(x), dim=-1).numpy(), rtol=0, atol=1e-12 * np.abs(x).max()
+        )
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 7, 1), (3, 30, 64, 1), (2, 4, 257, 3), (3, 5, 4096, 2)])
@@ -104,8 +108,7 @@ def test_aggregate_all_equals_each_aggregator(shape, offset):
     table = aggregate_all(x, aggregators, dim=2)
     assert table.shape == (*shape[:2], shape[3], len(aggregators)) and table.dtype == torch.float64
     for i, a in enumerate(aggregators):
-        torch.testing.assert_close(table[..., i], a(x, dim=2), rtol=0, atol=1e-12 * float(x.abs().max()),
-                                   msg=a.name)
+        torch.testing.assert_close(table[..., i], a(x, dim=2), rtol=0, atol=1e-12 * float(x.abs().max()), msg=a.name)
 
 
 def test_only_unmodified_aggregators_count_as_l_statistics():

@@ -22,8 +22,10 @@ def weights(backend) -> dict[str, torch.Tensor]:
     return {f"{i}.{k}": v for i, m in enumerate(modules) for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize(("name", "cls", "options"), [("toto", TotoBackend, ["checkpoint"]),
-                                                       ("kronos", KronosBackend, ["model", "tokenizer"])])
+@pytest.mark.parametrize(
+    ("name", "cls", "options"),
+    [("toto", TotoBackend, ["checkpoint"]), ("kronos", KronosBackend, ["model", "tokenizer"])],
+)
 def test_command_writes_what_the_backend_loads(name, cls, options, tmp_path, capsys):
     for seed, directory in ((3, tmp_path / "a"), (3, tmp_path / "b"), (4, tmp_path / "c")):
         assert main(["checkpoint", "random", name, str(directory), "--size", "tiny", "--seed", str(seed)]) == 0
@@ -49,10 +51,13 @@ def test_defaults_to_tiny_and_seed_zero(tmp_path):
     assert all(torch.equal(loaded[k], again[k]) for k in again)
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["totto"], "unknown backend 'totto'; did you mean 'toto'?"),
-    (["bootstrap"], "backend 'bootstrap' offers no random checkpoints; allowed: kronos, toto"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["totto"], "unknown backend 'totto'; did you mean 'toto'?"),
+        (["bootstrap"], "backend 'bootstrap' offers no random checkpoints; allowed: kronos, toto"),
+    ],
+)
 def test_unknown_or_unable_backend_is_a_usage_error(argv, message, tmp_path, capsys):
     assert main(["checkpoint", "random", *argv, str(tmp_path / "x")]) == 2
     assert message in capsys.readouterr().err
@@ -67,6 +72,7 @@ def test_bad_flags_exit_2_naming_the_flag(argv, tmp_path, capsys):
 
 def test_sizes_are_the_released_architectures():
     """Parameter counts of the released models (built on the meta device: no memory, no time)."""
+
     def count(*modules) -> float:
         return round(sum(p.numel() for m in modules for p in m.parameters()) / 1e6, 1)
 

@@ -41,7 +41,9 @@ def test_run_stores_configs_and_then_judges_the_incumbent(tmp_path, market_dir, 
     rec = record(tmp_path, "APP")
     assert rec["schema_version"] == 3 and rec["status"] in ("tuned", "kept defaults")
     assert len(rec["validation"]["per_run"]) == 3 and rec["validation"]["num_predictions"] == 90
-    assert rec["validation"]["skill"] == pytest.approx(1 - rec["validation"]["pct_return_mae"] / rec["validation"]["naive_mae"])
+    assert rec["validation"]["skill"] == pytest.approx(
+        1 - rec["validation"]["pct_return_mae"] / rec["validation"]["naive_mae"]
+    )
     oos = rec["out_of_sample"]
     assert oos["windows"] == 20 and oos["change"] == pytest.approx(oos["config_mae"] / oos["defaults_mae"] - 1)
     assert rec["windows"]["val_window"] == 30 and rec["metadata"]["generation"] == 1
@@ -56,7 +58,7 @@ def test_run_stores_configs_and_then_judges_the_incumbent(tmp_path, market_dir, 
     assert main(["run", str(config), "--symbols", "APP", "--trials", "4"]) == 0
     out = capsys.readouterr().out
     assert "Reference: stored config" in out and "Reference : MAE" in out
-    summary = out[out.index("Symbol"):]
+    summary = out[out.index("Symbol") :]
     assert "APP" in summary and " of 1 symbols" in summary
     kept = "kept " in summary
     assert kept == ("NOT updating config" in out)
@@ -73,8 +75,12 @@ def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, ca
     out = capsys.readouterr().out
     assert "NOT updating config: Insufficient improvement" in out and "1 stored (kept defaults 1)" in out
     rec = record(tmp_path, "APP")
-    assert rec["status"] == "kept defaults" and rec["config"] == {"lookback": 60, "vol_scale": 1.0, "num_samples": 64,
-                                                                   "aggregate": "median"}
+    assert rec["status"] == "kept defaults" and rec["config"] == {
+        "lookback": 60,
+        "vol_scale": 1.0,
+        "num_samples": 64,
+        "aggregate": "median",
+    }
     assert rec["out_of_sample"]["change"] == 0.0  # the defaults against themselves
     assert main(["run", str(config), "--symbols", "APP", "--force"]) == 0
     assert "UPDATING config: forced (--force)" in capsys.readouterr().out
@@ -82,25 +88,44 @@ def test_first_run_is_judged_against_the_model_defaults(tmp_path, market_dir, ca
     assert rec["status"] == "forced" and rec["decision"]["accepted"] is False and rec["metadata"]["generation"] == 2
 
 
-@pytest.mark.parametrize("edit, where", [
-    (lambda c: c.replace('symbols = ["APP", "NU"]', 'symbols = ["APP", "NOPE"]'), "data.symbols"),
-    (lambda c: c.replace('backend = "bootstrap"', 'backend = "bootstrp"'), "models.bootstrap.backend"),
-    (lambda c: c.replace("lookback = { int = [10, 80] }", "lookbak = { int = [10, 80] }"), "models.bootstrap.space.lookbak"),
-    (lambda c: c.replace("lookback = { int = [10, 80] }", "lookback = { int = [10, 5000] }"), "APP.parquet"),
-    (lambda c: c.replace("lookback = { int = [10, 80] }", "lookback = { int = [1, 80] }"), "models.bootstrap.space.lookback"),
-    (lambda c: c.replace('"median"', '"medain"'), "models.bootstrap.space.aggregate"),
-    (lambda c: c.replace("num_samples = 64 }", "num_samples = 64, lookback = 20 }"), "models.bootstrap.fixed.lookback"),
-    (lambda c: c + '[acceptance]\npolicy = "paranoid"\n', "acceptance.policy"),
-    (lambda c: c.replace("batch = 4", "batch = -1"), "search.batch"),
-    (lambda c: c.replace("[search]", "[executor]\nname = \"dask\"\n[search]"), "executor.name"),
-    (lambda c: c.replace("[search]", "[evaluation]\nmetric = \"crsp\"\n[search]"), "evaluation.metric"),
-    (lambda c: c.replace("[search]", "[executor]\nname = \"ray\"\noptions = { gpus_per_worker = 0 }\n[search]"),
-     "executor.options.gpus_per_worker"),
-    (lambda c: c.replace("[search]", "[executor]\noptions = { workers = 2 }\n[search]"), "executor.options.workers"),
-    (lambda c: c.replace("[search]", "[search]\nexhaustive = \"always\""), "search.exhaustive"),
-    (lambda c: c.replace("[search]", "[search]\noptimizer = \"NGopt\""), "search.optimizer: unknown optimizer 'NGopt';"
-     " did you mean 'NGOpt'"),
-])
+@pytest.mark.parametrize(
+    "edit, where",
+    [
+        (lambda c: c.replace('symbols = ["APP", "NU"]', 'symbols = ["APP", "NOPE"]'), "data.symbols"),
+        (lambda c: c.replace('backend = "bootstrap"', 'backend = "bootstrp"'), "models.bootstrap.backend"),
+        (
+            lambda c: c.replace("lookback = { int = [10, 80] }", "lookbak = { int = [10, 80] }"),
+            "models.bootstrap.space.lookbak",
+        ),
+        (lambda c: c.replace("lookback = { int = [10, 80] }", "lookback = { int = [10, 5000] }"), "APP.parquet"),
+        (
+            lambda c: c.replace("lookback = { int = [10, 80] }", "lookback = { int = [1, 80] }"),
+            "models.bootstrap.space.lookback",
+        ),
+        (lambda c: c.replace('"median"', '"medain"'), "models.bootstrap.space.aggregate"),
+        (
+            lambda c: c.replace("num_samples = 64 }", "num_samples = 64, lookback = 20 }"),
+            "models.bootstrap.fixed.lookback",
+        ),
+        (lambda c: c + '[acceptance]\npolicy = "paranoid"\n', "acceptance.policy"),
+        (lambda c: c.replace("batch = 4", "batch = -1"), "search.batch"),
+        (lambda c: c.replace("[search]", '[executor]\nname = "dask"\n[search]'), "executor.name"),
+        (lambda c: c.replace("[search]", '[evaluation]\nmetric = "crsp"\n[search]'), "evaluation.metric"),
+        (
+            lambda c: c.replace("[search]", '[executor]\nname = "ray"\noptions = { gpus_per_worker = 0 }\n[search]'),
+            "executor.options.gpus_per_worker",
+        ),
+        (
+            lambda c: c.replace("[search]", "[executor]\noptions = { workers = 2 }\n[search]"),
+            "executor.options.workers",
+        ),
+        (lambda c: c.replace("[search]", '[search]\nexhaustive = "always"'), "search.exhaustive"),
+        (
+            lambda c: c.replace("[search]", '[search]\noptimizer = "NGopt"'),
+            "search.optimizer: unknown optimizer 'NGopt'; did you mean 'NGOpt'",
+        ),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, market_dir, capsys, edit, where):
     config = write_config(tmp_path, market_dir, trials=4)
     assert main(["run", str(config), "--symbols", "APP"]) == 0
@@ -119,20 +144,24 @@ def test_a_horizon_a_model_cannot_serve_is_refused_before_any_work(tmp_path, mar
     config.write_text(config.read_text().replace("[data]", "[data]\nhorizon = 2"))
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: {config}: data.horizon: backend 'one_step' (model 'short') forecasts at most 1 step(s)"
-                   " ahead, not 2")
+    assert err == (
+        f"error: {config}: data.horizon: backend 'one_step' (model 'short') forecasts at most 1 step(s) ahead, not 2"
+    )
     assert not (tmp_path / "hyperparams").exists() and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--trials", "0"], "--trials must be at least 1, not 0"),
-    (["--eval-runs", "0"], "--eval-runs must be at least 1, not 0"),
-    (["--eval-runs", "-1"], "--eval-runs must be at least 1, not -1"),
-    (["--symbols", "FOO"], "--symbols: unknown symbol 'FOO'"),
-    (["--model", "toto"], "--model: unknown model 'toto'"),
-    (["--executor", "dask"], "--executor: unknown executor 'dask'"),
-    (["--resume", "nope"], "--resume: no run 'nope'"),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--trials", "0"], "--trials must be at least 1, not 0"),
+        (["--eval-runs", "0"], "--eval-runs must be at least 1, not 0"),
+        (["--eval-runs", "-1"], "--eval-runs must be at least 1, not -1"),
+        (["--symbols", "FOO"], "--symbols: unknown symbol 'FOO'"),
+        (["--model", "toto"], "--model: unknown model 'toto'"),
+        (["--executor", "dask"], "--executor: unknown executor 'dask'"),
+        (["--resume", "nope"], "--resume: no run 'nope'"),
+    ],
+)
 def test_bad_flags_are_named_and_write_nothing(tmp_path, market_dir, capsys, flags, words):
     config = write_config(tmp_path, market_dir, trials=4)
     assert main(["run", str(config), "--symbols", "APP"]) == 0
@@ -178,8 +207,10 @@ def test_plugins_piped_into_head_ends_quietly():
 # --- failures of one job ---------------------------------------------------------------------------
 
 
-FAULTY = '[models.bootstrap]\nbackend = "faulty"\noptions = {{ {options} }}\nfixed = {{ num_samples = 32 }}\n' \
-         'space = {{ lookback = {{ int = [10, 40] }}, aggregate = {{ choice = ["mean", "median"] }} }}\n'
+FAULTY = (
+    '[models.bootstrap]\nbackend = "faulty"\noptions = {{ {options} }}\nfixed = {{ num_samples = 32 }}\n'
+    'space = {{ lookback = {{ int = [10, 40] }}, aggregate = {{ choice = ["mean", "median"] }} }}\n'
+)
 
 
 def run_twice_with_fault(tmp_path, market_dir, capsys, options: str, *flags: str):
@@ -195,10 +226,13 @@ def run_twice_with_fault(tmp_path, market_dir, capsys, options: str, *flags: str
     return code, out, before
 
 
-@pytest.mark.parametrize("options, error", [
-    ('fail_encode = ["NU"]', "all 8 candidates failed; the first: RuntimeError: encode failed for NU"),
-    ('fail_sample = ["NU"]', "all 8 candidates failed; the first: FloatingPointError: sample failed for NU"),
-])
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ('fail_encode = ["NU"]', "all 8 candidates failed; the first: RuntimeError: encode failed for NU"),
+        ('fail_sample = ["NU"]', "all 8 candidates failed; the first: FloatingPointError: sample failed for NU"),
+    ],
+)
 def test_a_failing_backend_fails_only_its_symbol(tmp_path, market_dir, capsys, faulty_plugin, options, error):
     code, out, before = run_twice_with_fault(tmp_path, market_dir, capsys, options)
     assert code == 1
@@ -208,7 +242,7 @@ def test_a_failing_backend_fails_only_its_symbol(tmp_path, market_dir, capsys, f
     assert after["bootstrap/ARM.json"] != before["bootstrap/ARM.json"]
     failed_lines = [line for line in out.splitlines() if line.startswith("FAILED NU/bootstrap")]
     assert len(failed_lines) == 1 and error in failed_lines[0] and "Traceback (most recent" not in out
-    summary = out[out.index("Symbol"):]
+    summary = out[out.index("Symbol") :]
     status = {line.split()[0]: line.split()[2] for line in summary.splitlines()[1:4]}
     assert status == {"APP": status["APP"], "NU": "failed", "ARM": status["ARM"]}
     assert {status["APP"], status["ARM"]} <= {"tuned", "forced"} and "1 failed" in summary
@@ -306,8 +340,9 @@ def test_a_run_killed_between_write_and_rename_leaves_the_old_config(tmp_path, m
     assert json.loads(after["bootstrap/NU.json"])["symbol"] == "NU"
     leftovers = [name for name in after if name not in before]
     assert after.pop(LOCK_NAME) and leftovers.pop(leftovers.index(LOCK_NAME))
-    assert leftovers and all(Path(name).name.startswith((".APP.json.", ".NU.json.")) and name.endswith(".tmp")
-                             for name in leftovers)
+    assert leftovers and all(
+        Path(name).name.startswith((".APP.json.", ".NU.json.")) and name.endswith(".tmp") for name in leftovers
+    )
     assert any(Path(name).name.startswith(".APP.json.") for name in leftovers)
     assert main(["run", str(config)]) == 0  # a leftover temp file is never read as a config; the lock is taken over
     assert not (tmp_path / "hyperparams" / LOCK_NAME).exists()
@@ -323,7 +358,9 @@ def test_data_import_command(tmp_path, capsys):
 
 
 def test_data_context_length_fixes_each_models_context(tmp_path, market_dir, capsys):
-    models = '[models.bootstrap]\nbackend = "bootstrap"\nfixed = { num_samples = 32 }\n'  # default space searches lookback
+    models = (
+        '[models.bootstrap]\nbackend = "bootstrap"\nfixed = { num_samples = 32 }\n'  # default space searches lookback
+    )
     config = write_config(tmp_path, market_dir, trials=4, models=models)
     text = config.read_text().replace('symbols = ["APP", "NU"]', 'symbols = ["APP"]\ncontext_length = 33')
     config.write_text(text)
@@ -372,8 +409,9 @@ def test_evaluate_scores_stored_configs_and_defaults_on_any_rows(tmp_path, marke
 
 
 def test_exact_mode_says_so_instead_of_monte_carlo_runs(tmp_path, market_dir, capsys, faulty_plugin):
-    models = ('[models.p]\nbackend = "persistence"\nfixed = { exact = true }\n'
-              'space = { lookback = { int = [10, 40] } }\n')
+    models = (
+        '[models.p]\nbackend = "persistence"\nfixed = { exact = true }\nspace = { lookback = { int = [10, 40] } }\n'
+    )
     config = write_config(tmp_path, market_dir, trials=4, models=models)
     assert main(["run", str(config), "--symbols", "APP"]) == 0
     out = capsys.readouterr().out
@@ -384,8 +422,10 @@ def test_exact_mode_says_so_instead_of_monte_carlo_runs(tmp_path, market_dir, ca
 
 def test_a_change_below_the_evaluations_resolution_is_flagged(tmp_path, market_dir, capsys):
     """Two configs differing only in 1e-9 of vol_scale: 'any_improvement' may accept, but flags it."""
-    models = ('[models.bootstrap]\nbackend = "bootstrap"\nfixed = { num_samples = 64, lookback = 60, aggregate = "mean" }\n'
-              'space = { vol_scale = { float = [0.999999999, 1.000000001] } }\n')
+    models = (
+        '[models.bootstrap]\nbackend = "bootstrap"\nfixed = { num_samples = 64, lookback = 60, aggregate = "mean" }\n'
+        "space = { vol_scale = { float = [0.999999999, 1.000000001] } }\n"
+    )
     config = write_config(tmp_path, market_dir, trials=8, models=models)
     assert main(["run", str(config)]) == 0
     out = capsys.readouterr().out
@@ -396,8 +436,9 @@ def test_a_change_below_the_evaluations_resolution_is_flagged(tmp_path, market_d
             flagged += 1
             assert rec["decision"]["below_resolution"] is True
             assert "below the evaluation's resolution" in rec["decision"]["reason"]
-            assert rec["decision"]["resolution_se"] == max(rec["validation"]["sem"],
-                                                           rec["previous"]["rescored_validation"]["sem"])
+            assert rec["decision"]["resolution_se"] == max(
+                rec["validation"]["sem"], rec["previous"]["rescored_validation"]["sem"]
+            )
     assert out.count("(below resolution)") == flagged
 
 
@@ -457,12 +498,16 @@ def test_the_console_script_keeps_openmp_threads_from_spinning(monkeypatch):
 
 def test_a_run_scored_exhaustively_never_imports_nevergrad(tmp_path, market_dir):
     """Nevergrad (and the SciPy and scikit-learn it imports) is start-up a grid search does not need."""
-    models = ('[models.bootstrap]\nbackend = "bootstrap"\n'
-              'space = { num_samples = { ordered = [32, 64] }, aggregate = { choice = ["mean", "median"] } }\n')
+    models = (
+        '[models.bootstrap]\nbackend = "bootstrap"\n'
+        'space = { num_samples = { ordered = [32, 64] }, aggregate = { choice = ["mean", "median"] } }\n'
+    )
     config = write_config(tmp_path, market_dir, trials=8, models=models)
-    script = ("import sys\nfrom compiled_opt.commands.cli import main\n"
-              f"code = main(['run', {str(config)!r}, '-q'])\n"
-              "sys.exit(code or ('nevergrad' in sys.modules and 'nevergrad was imported'))")
+    script = (
+        "import sys\nfrom compiled_opt.commands.cli import main\n"
+        f"code = main(['run', {str(config)!r}, '-q'])\n"
+        "sys.exit(code or ('nevergrad' in sys.modules and 'nevergrad was imported'))"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert read_trials(next((tmp_path / "runs").iterdir()))[0].params  # it ran, exhaustively

@@ -47,6 +47,7 @@ def put(key: str, value):
         for part in parents:
             record = record[part]
         record[last] = value
+
     return change
 
 
@@ -143,6 +144,7 @@ def test_a_record_that_would_not_read_back_is_not_stored(root, capsys, monkeypat
 
 # --- run folders -----------------------------------------------------------------------------------------
 
+
 def state(root: Path) -> Path:
     return next((root / "runs").iterdir()) / "run.json"
 
@@ -160,14 +162,21 @@ RUN_FOLDERS = [
     (set_state("run_seed", -4), "run.json: run_seed: must be at least 0, not -4"),
     (set_state("config", None), "run.json: config: expected an object, got NoneType None"),
     (lambda root: edited(state(root), lambda r: r["jobs"][0].update(attempts=-1)), "run.json: jobs[0].attempts"),
-    (lambda root: edited(state(root), lambda r: r["jobs"][0].update(progress="lost")),
-     "run.json: jobs[0].progress: unknown value 'lost'"),
-    (lambda root: next(state(root).parent.glob("outcomes/*.json")).write_bytes(b"\xff"),
-     "outcomes/part-"),
-    (lambda root: (lambda p: p.write_text(p.read_text()[:300]))(next(state(root).parent.glob("outcomes/*.json"))),
-     "outcomes/part-"),
-    (lambda root: (lambda p: edited(p, lambda r: r["outcomes"][0]["decision"].update(accepted="yes")))(
-        next(state(root).parent.glob("outcomes/*.json"))), "outcomes[0].decision.accepted: expected true or false"),
+    (
+        lambda root: edited(state(root), lambda r: r["jobs"][0].update(progress="lost")),
+        "run.json: jobs[0].progress: unknown value 'lost'",
+    ),
+    (lambda root: next(state(root).parent.glob("outcomes/*.json")).write_bytes(b"\xff"), "outcomes/part-"),
+    (
+        lambda root: (lambda p: p.write_text(p.read_text()[:300]))(next(state(root).parent.glob("outcomes/*.json"))),
+        "outcomes/part-",
+    ),
+    (
+        lambda root: (lambda p: edited(p, lambda r: r["outcomes"][0]["decision"].update(accepted="yes")))(
+            next(state(root).parent.glob("outcomes/*.json"))
+        ),
+        "outcomes[0].decision.accepted: expected true or false",
+    ),
 ]
 
 
@@ -196,11 +205,15 @@ def test_a_truncated_trial_part_is_left_out_of_the_report_with_a_warning(root, c
 
 # --- config files and imports ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.mkdir(), "is a folder, not a config file"),
-    (lambda p: p.write_bytes(b"\xff\xfe[data]"), "not a text file (a config file is UTF-8 TOML)"),
-    (lambda p: None, "no such config file"),
-])
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.mkdir(), "is a folder, not a config file"),
+        (lambda p: p.write_bytes(b"\xff\xfe[data]"), "not a text file (a config file is UTF-8 TOML)"),
+        (lambda p: None, "no such config file"),
+    ],
+)
 def test_a_config_path_that_is_no_config_file_is_one_line(tmp_path, capsys, make, message):
     path = tmp_path / "c.toml"
     make(path)
@@ -210,8 +223,10 @@ def test_a_config_path_that_is_no_config_file_is_one_line(tmp_path, capsys, make
 
 
 def csv_rows(path: Path, count: int) -> Path:
-    path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
-        f"{1700000000 + 86400 * i},1,2,1,1.5,10\n" for i in range(count)))
+    path.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        + "".join(f"{1700000000 + 86400 * i},1,2,1,1.5,10\n" for i in range(count))
+    )
     return path
 
 
@@ -222,8 +237,10 @@ def test_a_csv_too_short_for_any_run_does_not_replace_a_good_file(tmp_path, caps
     good = (out / "APP.parquet").read_bytes()
     capsys.readouterr()
     assert main(["data", "import", str(csv_rows(tmp_path / "APP.csv", count)), "--out", str(out)]) == 2
-    assert capsys.readouterr().err == (f"error: {tmp_path / 'APP.csv'}: {count} data rows; a run needs at least 5"
-                                       " (2 validation and 2 test windows, and history before them)\n")
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'APP.csv'}: {count} data rows; a run needs at least 5"
+        " (2 validation and 2 test windows, and history before them)\n"
+    )
     assert (out / "APP.parquet").read_bytes() == good
 
 

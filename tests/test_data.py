@@ -112,8 +112,9 @@ VOLUME,Low,DATE,High,Close,Open
 
 def test_import_accepts_epoch_seconds_and_mixed_offsets(tmp_path: Path) -> None:
     later = "".join(f"\n{1700086400 + 86400 * i},1,2,1,1,5" for i in range(1, 4))  # a file needs 5 rows
-    epoch = write_csv(tmp_path / "e.csv",
-                      "timestamp,open,high,low,close,volume\n1700000000,1,2,1,1,5\n1700086400,1,2,1,1,5" + later)
+    epoch = write_csv(
+        tmp_path / "e.csv", "timestamp,open,high,low,close,volume\n1700000000,1,2,1,1,5\n1700086400,1,2,1,1,5" + later
+    )
     assert read_series(import_csv(epoch, tmp_path)).time.tolist()[:2] == [1700000000, 1700086400]
     mixed = write_csv(
         tmp_path / "m.csv",
@@ -204,8 +205,8 @@ def test_import_of_several_files_is_all_or_nothing(tmp_path: Path) -> None:
 def test_import_keeps_a_numeric_symbol_as_written(tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "hk.csv",
-        "timestamp,open,high,low,close,volume,vwap,symbol" + "".join(f"\n2024-01-0{d}T00:00:00Z,1,2,1,1,5,1,0700"
-                                                                     for d in range(1, 6)),
+        "timestamp,open,high,low,close,volume,vwap,symbol"
+        + "".join(f"\n2024-01-0{d}T00:00:00Z,1,2,1,1,5,1,0700" for d in range(1, 6)),
     )
     assert import_csv(path, tmp_path).name == "0700.parquet"
 
@@ -225,8 +226,14 @@ def test_import_rejects_several_symbols_in_one_file(tmp_path: Path) -> None:
 
 def parquet(path: Path, **changes: list) -> Path:
     days = [datetime(2024, 1, d, tzinfo=UTC) for d in range(1, 6)]
-    columns = {"timestamp": days, "open": [1.0] * 5, "high": [2.0] * 5, "low": [0.5] * 5, "close": [1.5] * 5,
-               "volume": [10.0] * 5}
+    columns = {
+        "timestamp": days,
+        "open": [1.0] * 5,
+        "high": [2.0] * 5,
+        "low": [0.5] * 5,
+        "close": [1.5] * 5,
+        "volume": [10.0] * 5,
+    }
     columns.update(changes)
     columns = {k: v for k, v in columns.items() if v is not None}
     pq.write_table(pa.table(columns), path)
@@ -242,10 +249,21 @@ def parquet(path: Path, **changes: list) -> Path:
         ({"volume": [10.0, 10.0, 10.0, 10.0, -1.0]}, "data row 4: volume", "negative"),
         ({"high": [2.0, 2.0, 0.4, 2.0, 2.0]}, "data row 2: high", "high below low"),
         ({"open": [1.0, 1.0, 1.0, 2.5, 1.0]}, "data row 3: open", "open outside the bar's low..high"),
-        ({"timestamp": [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 4, 3, 5)]}, "data row 3: timestamp", "unsorted"),
-        ({"timestamp": [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 2, 3, 4)]}, "data row 2: timestamp", "duplicate"),
-        ({"timestamp": [datetime(2024, 1, 1, tzinfo=UTC), None, *[datetime(2024, 1, 9, tzinfo=UTC)] * 3]},
-         "data row 1: timestamp", "missing timestamp"),
+        (
+            {"timestamp": [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 4, 3, 5)]},
+            "data row 3: timestamp",
+            "unsorted",
+        ),
+        (
+            {"timestamp": [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 2, 3, 4)]},
+            "data row 2: timestamp",
+            "duplicate",
+        ),
+        (
+            {"timestamp": [datetime(2024, 1, 1, tzinfo=UTC), None, *[datetime(2024, 1, 9, tzinfo=UTC)] * 3]},
+            "data row 1: timestamp",
+            "missing timestamp",
+        ),
     ],
 )
 def test_read_series_names_file_row_and_reason(tmp_path: Path, changes: dict, where: str, reason: str) -> None:
@@ -347,8 +365,8 @@ def test_sample_data_has_fat_tails_and_volatility_clustering(symbol: str) -> Non
     assert 950 <= len(series) <= 1050
     days = series.time.numpy().astype("datetime64[s]").astype("datetime64[D]")
     assert np.is_busday(days).all()
-    o, h, l, c, v = (series.values[:, FEATURES.index(n)].numpy() for n in ("open", "high", "low", "close", "volume"))
-    assert (l <= np.minimum(o, c)).all() and (np.maximum(o, c) <= h).all() and (v > 0).all()
+    o, h, lo, c, v = (series.values[:, FEATURES.index(n)].numpy() for n in ("open", "high", "low", "close", "volume"))
+    assert (lo <= np.minimum(o, c)).all() and (np.maximum(o, c) <= h).all() and (v > 0).all()
     returns = np.diff(np.log(c))
     assert stats.kurtosis(returns, fisher=False) > 4.0  # normal: 3
     size = np.abs(returns - returns.mean())

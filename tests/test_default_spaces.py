@@ -18,11 +18,15 @@ from compiled_opt.store.stores import ConfigStore, read_trials
 
 def many_valued(space) -> list[str]:
     """The parameters with at least 10 possible values: ranges, and choices of 10 or more numbers."""
+
     def counts(entry) -> bool:
         if isinstance(entry, Range):
             return entry.hi - entry.lo + 1 >= 10 if entry.integer else True
-        return isinstance(entry, Choices) and len(entry.values) >= 10 and all(
-            isinstance(v, (int, float)) for v in entry.values)
+        return (
+            isinstance(entry, Choices)
+            and len(entry.values) >= 10
+            and all(isinstance(v, (int, float)) for v in entry.values)
+        )
 
     return [name for name, entry in space.items() if counts(entry)]
 

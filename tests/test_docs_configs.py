@@ -25,11 +25,18 @@ pytest.importorskip("kronos_finance", reason="the kronos backend needs kronos-fi
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
-BLOCKS = [(doc, i, text) for doc in DOCS
-          for i, text in enumerate(re.findall(r"```toml\n(.*?)```", (ROOT / doc).read_text(), re.S))]
+BLOCKS = [
+    (doc, i, text)
+    for doc in DOCS
+    for i, text in enumerate(re.findall(r"```toml\n(.*?)```", (ROOT / doc).read_text(), re.S))
+]
 # The released weights the docs name, and the tiny checkpoint part standing in for each.
-RELEASED = {"Datadog/Toto-Open-Base-1.0": ("toto", ""), "NeoQuasar/Kronos-small": ("kronos", "model"),
-            "NeoQuasar/Kronos-base": ("kronos", "model"), "NeoQuasar/Kronos-Tokenizer-base": ("kronos", "tokenizer")}
+RELEASED = {
+    "Datadog/Toto-Open-Base-1.0": ("toto", ""),
+    "NeoQuasar/Kronos-small": ("kronos", "model"),
+    "NeoQuasar/Kronos-base": ("kronos", "model"),
+    "NeoQuasar/Kronos-Tokenizer-base": ("kronos", "tokenizer"),
+}
 TABLE = re.compile(r"^\[([A-Za-z0-9_.\-]+)\]", re.M)
 
 
@@ -51,7 +58,7 @@ def hf_cache(tmp_path_factory) -> Path:
 def tables(text: str) -> list[tuple[str, str]]:
     """A TOML text cut into its top-level tables: (header's name, the table's text)."""
     starts = [m.start() for m in TABLE.finditer(text)]
-    parts = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
+    parts = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)], strict=True)]
     return [(TABLE.match(part).group(1), part) for part in parts]
 
 
@@ -83,8 +90,7 @@ def test_config_block_runs(doc, index, text, hf_cache, market_dir, tmp_path, mon
     (tmp_path / "data").symlink_to(market_dir)  # the blocks' data.directory = "data", next to the config
     config = tmp_path / "compiled_opt.toml"
     config.write_text(completed(text))
-    code = main(["run", str(config), "--trials", "3", "--symbols", "APP", "--output", str(tmp_path / "out"),
-                 "-q"])
+    code = main(["run", str(config), "--trials", "3", "--symbols", "APP", "--output", str(tmp_path / "out"), "-q"])
     assert code == 0, capsys.readouterr().err
     assert list((tmp_path / "out" / "hyperparams").rglob("*.json")), "the run stored nothing"
 

@@ -152,8 +152,11 @@ def test_a_backend_returning_the_wrong_shape_is_named(app_series):
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
     rows = splits(len(app_series), 30, 20, 1).validation
     ev = Evaluator(WrongShape(Runtime()), aggregators, app_series, rows, 1, name="wrong")
-    with pytest.raises(ContractError, match=r"backend 'wrong': sample returned shape \[3, 30, 128\], expected "
-                                            r"\[runs, windows, samples, horizon\] = \[3, 30, 128, 1\]"):
+    with pytest.raises(
+        ContractError,
+        match=r"backend 'wrong': sample returned shape \[3, 30, 128\], expected "
+        r"\[runs, windows, samples, horizon\] = \[3, 30, 128, 1\]",
+    ):
         ev(PARAMS, (1, 2, 3))
 
 
@@ -248,8 +251,13 @@ def test_sample_cache_tables_equal_each_aggregator_on_its_own_draw(app_series, c
             params = {**PARAMS, "num_samples": n, "aggregate": name}
             got, want = cached(params, (1, 2, 3)), plain(params, (1, 2, 3))
             for field in ("errors", "price_errors", "return_errors"):
-                np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-12,
-                                           atol=1e-13 if field != "price_errors" else 1e-10, err_msg=name)
+                np.testing.assert_allclose(
+                    getattr(got, field),
+                    getattr(want, field),
+                    rtol=1e-12,
+                    atol=1e-13 if field != "price_errors" else 1e-10,
+                    err_msg=name,
+                )
 
 
 def test_points_differing_only_in_the_aggregator_are_one_lookup(app_series, monkeypatch):
@@ -288,8 +296,9 @@ def test_an_aggregator_that_is_no_l_statistic_is_applied_to_the_samples(app_seri
     samples = backend.sample(state, {**PARAMS, "num_samples": 64}, Draws((1, 2), batch.window_ids))
     for name, reduce in (("max", torch.amax), ("min", torch.amin)):
         got = cached({**PARAMS, "num_samples": 64, "aggregate": name}, (1, 2))
-        np.testing.assert_allclose(got.price_errors, (reduce(samples, 2) - batch.target).abs().mean(-1).numpy(),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            got.price_errors, (reduce(samples, 2) - batch.target).abs().mean(-1).numpy(), rtol=1e-12
+        )
     assert cached({**PARAMS, "num_samples": 64, "aggregate": "mean"}, (1, 2)).mean != got.mean
 
 

@@ -69,8 +69,11 @@ def test_default_mode_is_left_as_configured(plugins):
 
 
 def test_fast_mode_falls_back_to_the_cpu_settings_with_one_line(plugins):
-    settings = fast_settings(RuntimeConfig(mode="fast", compile="default", dtype="bfloat16"),
-                             {"toto": plugins.backends.get("toto")}, cuda=False)
+    settings = fast_settings(
+        RuntimeConfig(mode="fast", compile="default", dtype="bfloat16"),
+        {"toto": plugins.backends.get("toto")},
+        cuda=False,
+    )
     rt = settings.runtime
     assert (rt.device, rt.compile, rt.dtype, rt.mode) == ("cpu", "none", "float32", "default")
     assert settings.dtypes == {"toto": "float32"}
@@ -79,8 +82,11 @@ def test_fast_mode_falls_back_to_the_cpu_settings_with_one_line(plugins):
 
 def test_fast_mode_compiles_with_graphs_and_each_backends_dtype(plugins):
     backends = {name: plugins.backends.get(name) for name in ("toto", "kronos", "bootstrap")}
-    settings = fast_settings(RuntimeConfig(mode="fast", device="cpu"), {"t": backends["toto"], "k": backends["kronos"],
-                                                                        "b": backends["bootstrap"]}, cuda=True)
+    settings = fast_settings(
+        RuntimeConfig(mode="fast", device="cpu"),
+        {"t": backends["toto"], "k": backends["kronos"], "b": backends["bootstrap"]},
+        cuda=True,
+    )
     assert (settings.runtime.device, settings.runtime.compile) == ("cuda", "reduce-overhead")
     assert settings.dtypes == {"t": "bfloat16", "k": "float32", "b": "float32"}  # bootstrap declares none
     assert settings.runtime_for("t", Runtime(device="cuda")).dtype == torch.bfloat16
@@ -127,8 +133,12 @@ def test_kronos_pads_windows_and_tokens_to_few_shapes_without_changing_results(t
     for temperature in (0.05, 0.3, 1.0, 2.0):
         params = {**KronosBackend.defaults, "max_context": 32, "sample_count": 64, "temperature": temperature}
         draws = Draws((1, 2), batch.window_ids)
-        torch.testing.assert_close(padded.sample(padded.encode(batch, params), params, draws),
-                                   plain.sample(plain.encode(batch, params), params, draws), rtol=1e-6, atol=0)
+        torch.testing.assert_close(
+            padded.sample(padded.encode(batch, params), params, draws),
+            plain.sample(plain.encode(batch, params), params, draws),
+            rtol=1e-6,
+            atol=0,
+        )
     for stage in ("S2Logits", "DecoderStep"):
         tables = {s[0] for s in Recording.shapes[stage]}
         assert {w for w, _ in tables} == {32}
@@ -158,8 +168,7 @@ def test_no_recompile_for_the_test_split(tiny, app_series, aggregators, monkeypa
 # --- fast dtypes ----------------------------------------------------------------------------------------
 
 
-LOWER_PRECISION = [name for name in ("toto", "kronos")
-                   if Plugins.load().backends.get(name).fast_dtype != "float32"]
+LOWER_PRECISION = [name for name in ("toto", "kronos") if Plugins.load().backends.get(name).fast_dtype != "float32"]
 
 
 def test_only_toto_runs_in_lower_precision_in_fast_mode():
@@ -192,8 +201,9 @@ def test_fast_mode_on_gpu_matches_float32_eager(tiny, app_series, aggregators):
     from compiled_opt.plugins.backends.toto import TotoBackend
 
     settings = fast_settings(RuntimeConfig(mode="fast"), {"toto": TotoBackend})
-    fast = TotoBackend(settings.runtime_for("toto", Runtime(device="cuda", compile=settings.runtime.compile)),
-                       **tiny["toto"])
+    fast = TotoBackend(
+        settings.runtime_for("toto", Runtime(device="cuda", compile=settings.runtime.compile)), **tiny["toto"]
+    )
     eager = TotoBackend(Runtime(device="cuda"), **tiny["toto"])
     params, seeds = {**TotoBackend.defaults, "context_length": 128}, (1, 2, 3)
     rows = splits(len(app_series), 30, 20, 1).validation
@@ -210,8 +220,14 @@ def test_fast_mode_on_gpu_matches_float32_eager(tiny, app_series, aggregators):
 def test_device_check_script_runs_at_tiny_size_on_cpu(tmp_path):
     """scripts/gpu_check.sh --tiny: the same script as on a GPU, at a size a CPU runs in seconds."""
     env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--tiny"], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=900)
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--tiny"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert result["tests"]["exit_code"] == 0

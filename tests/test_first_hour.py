@@ -64,8 +64,10 @@ def test_show_and_report_keep_to_their_config(tmp_path, market_dir, capsys):
     out = capsys.readouterr().out
     assert " second " not in out and "not shown: stored configs of models not in this config (second)" in out
     assert main(["report", str(one), "--out", str(tmp_path / "r.html")]) == 0
-    assert "Search trace: APP/bootstrap" in (tmp_path / "r.html").read_text() or "APP/bootstrap" in (
-        tmp_path / "r.html").read_text()
+    assert (
+        "Search trace: APP/bootstrap" in (tmp_path / "r.html").read_text()
+        or "APP/bootstrap" in (tmp_path / "r.html").read_text()
+    )
     assert "APP/second" not in (tmp_path / "r.html").read_text()
     assert main(["show", str(one), "--model", "second"]) == 2
     assert "--model: model 'second' is not in the config" in capsys.readouterr().err
@@ -89,8 +91,10 @@ def test_the_summary_counts_every_status_and_shows_the_kept_configs_validation(t
         rec = json.loads((tmp_path / "hyperparams" / "bootstrap" / f"{job['symbol']}.json").read_text())
         assert job["status"] == "kept defaults" and job["validation_mae"] == rec["validation"]["pct_return_mae"]
     assert any(job["validation_mae"] != job["challenger_mae"] for job in summary["jobs"])
-    assert counts_line(["tuned", "pooled", "pooled", "kept", "failed"], 1) == \
-        "5 jobs: 3 stored (tuned 1, pooled 2), 1 kept, 1 failed; 1 symbol skipped"
+    assert (
+        counts_line(["tuned", "pooled", "pooled", "kept", "failed"], 1)
+        == "5 jobs: 3 stored (tuned 1, pooled 2), 1 kept, 1 failed; 1 symbol skipped"
+    )
 
 
 def test_the_line_across_symbols_is_robust_and_right():
@@ -101,8 +105,12 @@ def test_the_line_across_symbols_is_robust_and_right():
     assert a.sem == pytest.approx(st.sem(changes)) and a.sign_p == pytest.approx(st.binomtest(4, 6).pvalue)
     assert f"better on 4 of 6 symbols (sign test p={a.sign_p:.2g}), median change {100 * a.median:+.2f}%" in line
     assert "one symbol: no sem" in out_of_sample_line([0.01]) and "nan" not in out_of_sample_line([0.01])
-    warnings = warnings_of([{"symbol": f"S{i}", "model": "m", "test_change": c, "test_se": 0.001, "skill": 0.01}
-                            for i, c in enumerate(changes)])
+    warnings = warnings_of(
+        [
+            {"symbol": f"S{i}", "model": "m", "test_change": c, "test_se": 0.001, "skill": 0.01}
+            for i, c in enumerate(changes)
+        ]
+    )
     assert any("S5/m: worse than the model's defaults on test by +118.00%" in w for w in warnings)
     assert any("disagree: a few symbols drive the mean" in w for w in warnings)
 
@@ -126,8 +134,9 @@ def test_progress_lines_in_a_log_while_a_stage_runs(tmp_path, market_dir):
     Run(config, console=Console(stream=stream, progress_s=0.0)).execute()
     lines = [line for line in stream.getvalue().splitlines() if line.strip().startswith("progress: ")]
     assert len(lines) >= 4
-    assert re.fullmatch(r"  progress: 4/16 trials \(25%\), 0 of 2 jobs done, \d+:\d\d elapsed, about \d+:\d\d left",
-                        lines[0])
+    assert re.fullmatch(
+        r"  progress: 4/16 trials \(25%\), 0 of 2 jobs done, \d+:\d\d elapsed, about \d+:\d\d left", lines[0]
+    )
     assert "16/16 trials (100%), 2 of 2 jobs done" in lines[-1]
 
 
@@ -135,9 +144,13 @@ def test_a_symbol_without_the_history_is_skipped_for_all_and_refused_when_listed
     data = tmp_path / "data"
     shutil.copytree(market_dir, data)
     config = write_config(tmp_path, data, trials=4)
-    long = 'lookback = { int = [10, 500] }'
-    config.write_text(config.read_text().replace('symbols = ["APP", "NU"]', 'symbols = "all"')
-                      .replace("lookback = { int = [10, 80] }", long).replace("val_window = 30", "val_window = 150"))
+    long = "lookback = { int = [10, 500] }"
+    config.write_text(
+        config.read_text()
+        .replace('symbols = ["APP", "NU"]', 'symbols = "all"')
+        .replace("lookback = { int = [10, 80] }", long)
+        .replace("val_window = 30", "val_window = 150")
+    )
     assert main(["run", str(config)]) == 0
     out = capsys.readouterr().out
     assert "skipped ARM: " in out and "too little history" in out and "1 symbol skipped" in out

@@ -107,8 +107,10 @@ def test_exact_aggregates_give_exact_quantiles(tmp_path, market_dir):
     from compiled_opt.commands.checkpoint import options_toml, write_random
 
     options = options_toml(write_random("toto", tmp_path / "toto", "tiny"))
-    models = (f'[models.toto]\nbackend = "toto"\n{options}\nfixed = {{ sampling = "exact", context_length = 64,'
-              ' aggregate = "median" }\n')
+    models = (
+        f'[models.toto]\nbackend = "toto"\n{options}\nfixed = {{ sampling = "exact", context_length = 64,'
+        ' aggregate = "median" }\n'
+    )
     config = load_config(write_config(tmp_path, market_dir, trials=2, models=models))
     rows = forecast(config)
     for r in rows:

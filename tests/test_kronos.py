@@ -54,8 +54,11 @@ def predictor_inputs(batch, i: int):
     import pandas as pd
 
     df = pd.DataFrame(batch.context[i, :, :5].numpy(), columns=FEATURES[:5])
-    return (df, pd.Series(pd.to_datetime(batch.context_time[i].numpy(), unit="s")),
-            pd.Series(pd.to_datetime(batch.target_time[i].numpy(), unit="s")))
+    return (
+        df,
+        pd.Series(pd.to_datetime(batch.context_time[i].numpy(), unit="s")),
+        pd.Series(pd.to_datetime(batch.target_time[i].numpy(), unit="s")),
+    )
 
 
 def test_plugin_imports_without_the_package_and_registers():
@@ -116,16 +119,19 @@ def test_loads_saved_weights_in_eval_mode(saved, backend):
             torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("temperature", 0.0, "temperature: must be > 0"),
-    ("temperature", -0.1, "temperature: must be > 0"),
-    ("top_p", 0.0, "top_p: must be in"),
-    ("top_p", 1.5, "top_p: must be in"),
-    ("top_k", -1, "top_k: must be >= 0"),
-    ("sample_count", 0, "sample_count: must be at least 1"),
-    ("max_context", 1, "max_context: must be at least 2"),
-    ("clip", 0.0, "clip: must be > 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("temperature", 0.0, "temperature: must be > 0"),
+        ("temperature", -0.1, "temperature: must be > 0"),
+        ("top_p", 0.0, "top_p: must be in"),
+        ("top_p", 1.5, "top_p: must be in"),
+        ("top_k", -1, "top_k: must be >= 0"),
+        ("sample_count", 0, "sample_count: must be at least 1"),
+        ("max_context", 1, "max_context: must be at least 2"),
+        ("clip", 0.0, "clip: must be > 0"),
+    ],
+)
 def test_check_rejects_bad_values(backend, key, value, message):
     backend.check(KronosBackend.defaults)
     with pytest.raises(ValueError, match=message):
@@ -157,8 +163,9 @@ def test_backend_feeds_the_model_what_the_predictor_feeds(package, backend, batc
     recording(backend.model, "decode_s1")
     backend.encode(batch, PARAMS)
     (x,), (s1, s2, stamp) = seen["encode"][0], seen["decode_s1"][0]
-    predictor = package.KronosPredictor(backend.model, backend.tokenizer, device="cpu", max_context=CONTEXT,
-                                        clip=PARAMS["clip"])
+    predictor = package.KronosPredictor(
+        backend.model, backend.tokenizer, device="cpu", max_context=CONTEXT, clip=PARAMS["clip"]
+    )
     for i in range(len(batch)):
         seen = {"encode": [], "decode_s1": []}
         predictor.predict(*predictor_inputs(batch, i), pred_len=1, top_k=1, sample_count=1, verbose=False)
@@ -178,8 +185,9 @@ def test_greedy_forecast_equals_auto_regressive_inference(package, backend, mark
     batch = windows(series, splits(len(series), 30, 20, 1).validation[:6], CONTEXT, 1)
     params = {**PARAMS, "top_k": 1, "temperature": 0.7, "sample_count": 4}
     samples = backend.sample(backend.encode(batch, params), params, Draws((1, 2), batch.window_ids))
-    predictor = package.KronosPredictor(backend.model, backend.tokenizer, device="cpu", max_context=CONTEXT,
-                                        clip=params["clip"])
+    predictor = package.KronosPredictor(
+        backend.model, backend.tokenizer, device="cpu", max_context=CONTEXT, clip=params["clip"]
+    )
     frames = [list(f) for f in zip(*(predictor_inputs(batch, i) for i in range(len(batch))), strict=True)]
     expected = predictor.predict_batch(*frames, pred_len=1, T=0.7, top_k=1, sample_count=2, verbose=False)
     expected = torch.tensor([df["close"].iloc[0] for df in expected], dtype=torch.float64)
@@ -221,9 +229,19 @@ def test_sampling_follows_the_package_distribution(package, backend, batch, temp
     x, stamp, mean, scale = backend.prepare(batch, params)
     torch.manual_seed(0)
     preds = package.kronos.auto_regressive_inference(
-        backend.tokenizer, backend.model, x[window].expand(n, -1, -1), stamp[window].expand(n, -1, -1),
-        stamp[window, -1:].expand(n, -1, -1), CONTEXT, 1, clip=params["clip"], T=temperature, top_k=top_k,
-        top_p=top_p, sample_count=1)
+        backend.tokenizer,
+        backend.model,
+        x[window].expand(n, -1, -1),
+        stamp[window].expand(n, -1, -1),
+        stamp[window, -1:].expand(n, -1, -1),
+        CONTEXT,
+        1,
+        clip=params["clip"],
+        T=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        sample_count=1,
+    )
     tokens = drawn[1][0, window].numpy()
     for mine, theirs in ((tokens // vocab2, drawn[2][0][:, -1].numpy()), (tokens % vocab2, drawn[2][1][:, -1].numpy())):
         assert same_categories_pvalue(mine, theirs) > 1e-3
@@ -314,11 +332,17 @@ def test_compile_mode_gives_the_eager_samples(saved, backend, batch, monkeypatch
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: compile_(module, mode=mode, backend="aot_eager"))
     compiled = KronosBackend(Runtime(compile="default"), **saved["dirs"])
-    assert all(isinstance(m, torch._dynamo.eval_frame.OptimizedModule)
-               for m in (compiled.encoder, compiled.s2_logits, compiled.decoder_step))
+    assert all(
+        isinstance(m, torch._dynamo.eval_frame.OptimizedModule)
+        for m in (compiled.encoder, compiled.s2_logits, compiled.decoder_step)
+    )
     draws = Draws((1, 2), batch.window_ids)
-    torch.testing.assert_close(compiled.sample(compiled.encode(batch, PARAMS), PARAMS, draws),
-                               backend.sample(backend.encode(batch, PARAMS), PARAMS, draws), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        compiled.sample(compiled.encode(batch, PARAMS), PARAMS, draws),
+        backend.sample(backend.encode(batch, PARAMS), PARAMS, draws),
+        rtol=1e-6,
+        atol=0,
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -327,6 +351,6 @@ def test_cuda_matches_cpu(saved, backend, batch):
     gpu = KronosBackend(Runtime(device="cuda"), **saved["dirs"])
     draws = Draws((1,), batch.window_ids)
     on_gpu = gpu.sample(gpu.encode(batch, params), params, Draws((1,), batch.window_ids, device="cuda"))
-    torch.testing.assert_close(on_gpu.cpu(), backend.sample(backend.encode(batch, params), params, draws),
-                               rtol=1e-5, atol=0)
-
+    torch.testing.assert_close(
+        on_gpu.cpu(), backend.sample(backend.encode(batch, params), params, draws), rtol=1e-5, atol=0
+    )

@@ -22,19 +22,34 @@ def edit(old: str, new: str):
 CORES = limits.cores()
 CASES = [
     (edit("trials = 4", "trials = 1000000000"), [], "search.trials: 1000000000 is above the limit of 100000 trials"),
-    (edit("[search]", "[evaluation]\neval_runs = 1000000\n[search]"), [],
-     "evaluation.eval_runs: 1000000 is above the limit of 1000 runs per config"),
-    (edit("[search]", "[search]\nracing = true\nracing_max_runs = 5000"), [],
-     "search.racing_max_runs: 5000 is above the limit of 1000 runs per config"),
-    (edit("[search]", f"[runtime]\nthreads = {10**8}\n[search]"), [],
-     f"runtime.threads: {10**8} is above the limit of {CORES} threads (the cores of this machine)"),
+    (
+        edit("[search]", "[evaluation]\neval_runs = 1000000\n[search]"),
+        [],
+        "evaluation.eval_runs: 1000000 is above the limit of 1000 runs per config",
+    ),
+    (
+        edit("[search]", "[search]\nracing = true\nracing_max_runs = 5000"),
+        [],
+        "search.racing_max_runs: 5000 is above the limit of 1000 runs per config",
+    ),
+    (
+        edit("[search]", f"[runtime]\nthreads = {10**8}\n[search]"),
+        [],
+        f"runtime.threads: {10**8} is above the limit of {CORES} threads (the cores of this machine)",
+    ),
     (lambda text: text, ["--trials", "200000"], "error: --trials: 200000 is above the limit of 100000 trials"),
     (lambda text: text, ["--eval-runs", "5000"], "error: --eval-runs: 5000 is above the limit of 1000 runs"),
-    (edit("num_samples = 64", "num_samples = 100000000"), [],
-     "models.bootstrap: one evaluation of model 'bootstrap' needs about 268.2 GiB (3 runs x 30 windows x 100000000"
-     " samples x 1 steps x 32 bytes), more than the"),
-    (edit("[search]", '[acceptance]\npolicy = "sequential"\noptions = { max_runs = 100000000 }\n[search]'), [],
-     "acceptance.options.max_runs: must be an integer from 2 to 1000, not 100000000"),
+    (
+        edit("num_samples = 64", "num_samples = 100000000"),
+        [],
+        "models.bootstrap: one evaluation of model 'bootstrap' needs about 268.2 GiB (3 runs x 30 windows x 100000000"
+        " samples x 1 steps x 32 bytes), more than the",
+    ),
+    (
+        edit("[search]", '[acceptance]\npolicy = "sequential"\noptions = { max_runs = 100000000 }\n[search]'),
+        [],
+        "acceptance.options.max_runs: must be an integer from 2 to 1000, not 100000000",
+    ),
 ]
 
 
@@ -101,6 +116,7 @@ print((memory("VmHWM:") - before) / (runs * windows * samples))
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures the peak through Linux's /proc")
 def test_the_memory_estimate_is_what_an_evaluation_takes(market_dir):
     """The estimate's bytes per sample against the peak memory of a real bootstrap evaluation, in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", PEAK, str(market_dir / "APP.parquet")], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK, str(market_dir / "APP.parquet")], capture_output=True, text=True, check=True
+    ).stdout
     assert 0.5 * limits.BYTES_PER_SAMPLE < float(out) <= limits.BYTES_PER_SAMPLE

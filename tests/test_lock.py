@@ -60,8 +60,12 @@ class Held:
         self.started, self.go = config.parent / "started", config.parent / "go"
         self.started.unlink(missing_ok=True)
         self.go.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-c", HELD, str(config), str(self.started), str(self.go),
-                                      *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HELD, str(config), str(self.started), str(self.go), *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while not self.started.exists():
             assert self.proc.poll() is None, self.proc.communicate()
@@ -113,8 +117,10 @@ def test_a_stale_lock_is_taken_over_with_a_notice(tmp_path, market_dir, capsys):
     assert (tmp_path / "hyperparams" / LOCK_NAME).exists()  # SIGKILL left the file; the kernel let the lock go
     assert main(["run", str(config)]) == 0
     out = capsys.readouterr().out
-    assert (f"took over the lock of the output folder {tmp_path / 'hyperparams'}, left by run {killed_run} (pid {dead}"
-            in out) and "which stopped without letting it go" in out
+    assert (
+        f"took over the lock of the output folder {tmp_path / 'hyperparams'}, left by run {killed_run} (pid {dead}"
+        in out
+    ) and "which stopped without letting it go" in out
     assert not (tmp_path / "hyperparams" / LOCK_NAME).exists()
 
 
@@ -125,8 +131,10 @@ def test_resume_refuses_a_run_that_is_still_going(tmp_path, market_dir):
     before = snapshot(tmp_path)
     resume = subprocess.run([CLI, "run", str(config), "--resume", "-q"], capture_output=True, text=True, timeout=300)
     assert resume.returncode == 2 and resume.stderr.count("\n") == 1
-    assert resume.stderr.startswith(f"error: --resume: the run folder {tmp_path / 'runs' / held_run} is in use by run"
-                                    f" {held_run} (pid {first.proc.pid} ")
+    assert resume.stderr.startswith(
+        f"error: --resume: the run folder {tmp_path / 'runs' / held_run} is in use by run"
+        f" {held_run} (pid {first.proc.pid} "
+    )
     assert snapshot(tmp_path) == before
     code, _, err = first.release()
     assert code == 0, err
@@ -143,18 +151,27 @@ def test_a_run_killed_before_its_state_is_saved_is_not_mistaken_for_an_older_one
     capsys.readouterr()
     assert main(["run", str(config), "--resume"]) == 2  # the latest run is the killed one, not the older
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {tmp_path / 'runs' / killed}: no run.json: the run stopped before it saved its"
-                          " state, so nothing of it can be resumed") and err.count("\n") == 1
+    assert (
+        err.startswith(
+            f"error: {tmp_path / 'runs' / killed}: no run.json: the run stopped before it saved its"
+            " state, so nothing of it can be resumed"
+        )
+        and err.count("\n") == 1
+    )
     assert main(["run", str(config), "--resume", older, "-q"]) == 0  # named, the older run resumes
 
 
 def test_a_lock_left_by_a_live_process_or_another_host_is_not_taken_over(tmp_path):
     path = tmp_path / LOCK_NAME
-    for pid, host, says in ((os.getppid(), socket.gethostname(), "which still runs"),
-                            (1, "other-host", "which may still run: this host cannot tell")):
+    for pid, host, says in (
+        (os.getppid(), socket.gethostname(), "which still runs"),
+        (1, "other-host", "which may still run: this host cannot tell"),
+    ):
         path.write_text(json.dumps({"pid": pid, "host": host, "run_id": "R0", "since": "then"}))
-        with pytest.raises(UsageError, match=f"locked by run R0 \\(pid {pid} on {host}, since then\\), {says}; if it"
-                                             f" has stopped, delete {path}"):
+        with pytest.raises(
+            UsageError,
+            match=f"locked by run R0 \\(pid {pid} on {host}, since then\\), {says}; if it has stopped, delete {path}",
+        ):
             Lock.acquire(path, "R1", "the output folder", "here")
         assert json.loads(path.read_text())["run_id"] == "R0"  # left as it was
     path.write_text("not a lock")  # unreadable: nobody to name, taken over silently
@@ -202,8 +219,15 @@ def test_processes_contending_for_a_lock_never_hold_it_together(tmp_path):
     """Eight processes take and let go of one lock (which removes its file) hundreds of times; a file only the
     holder creates and removes shows that no two ever held it at once."""
     path, inside = tmp_path / LOCK_NAME, tmp_path / "inside"
-    procs = [subprocess.Popen([sys.executable, "-c", CONTEND, str(path), str(inside), "300"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONTEND, str(path), str(inside), "300"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in results]
     assert sum(int(out) for out, _ in results) > 50  # they did take turns

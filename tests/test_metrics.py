@@ -57,7 +57,8 @@ def test_the_empirical_crps_is_the_double_sum():
     last, y = np.ones(3), rng.normal(size=3)
     f = Forecasts(point=x.mean(2), target=1 + y[:, None], last=last, samples=1 + x)
     direct = np.abs(x - y[None, :, None, None]).mean(2)[..., 0] - 0.5 * np.abs(
-        x[:, :, :, None, 0] - x[:, :, None, :, 0]).mean((2, 3))
+        x[:, :, :, None, 0] - x[:, :, None, :, 0]
+    ).mean((2, 3))
     assert crps(f) == pytest.approx(direct)
 
 
@@ -65,11 +66,17 @@ def test_pinball_at_the_configured_quantiles_against_numpy():
     rng = np.random.default_rng(2)
     x = np.sort(rng.normal(0, 0.01, size=(3, 4, 101, 1)), axis=2)
     last, y = np.full(4, 20.0), rng.normal(0, 0.01, 4)
-    f = Forecasts(point=20 * (1 + x.mean(2)), target=20 * (1 + y[:, None]), last=last, samples=20 * (1 + x),
-                  levels=(0.1, 0.5, 0.9))
+    f = Forecasts(
+        point=20 * (1 + x.mean(2)),
+        target=20 * (1 + y[:, None]),
+        last=last,
+        samples=20 * (1 + x),
+        levels=(0.1, 0.5, 0.9),
+    )
     q = np.quantile(x[..., 0], [0.1, 0.5, 0.9], axis=2)  # [3 levels, runs, windows]
-    expected = np.mean([np.maximum(p * (y - q[i]), (p - 1) * (y - q[i])) for i, p in enumerate((0.1, 0.5, 0.9))],
-                       axis=0)
+    expected = np.mean(
+        [np.maximum(p * (y - q[i]), (p - 1) * (y - q[i])) for i, p in enumerate((0.1, 0.5, 0.9))], axis=0
+    )
     assert pinball_loss(f) == pytest.approx(expected)
 
 
@@ -77,8 +84,9 @@ def test_direction_and_the_sign_strategy_against_a_loop():
     last = np.array([10.0, 10.0, 10.0, 10.0, 10.0])
     forecast_return = np.array([[0.01, -0.02, 0.0, 0.03, 0.02]])
     outcome = np.array([0.02, 0.01, -0.01, 0.0, 0.015])
-    f = Forecasts(point=(last * (1 + forecast_return))[..., None], target=(last * (1 + outcome))[:, None], last=last,
-                  cost=0.001)
+    f = Forecasts(
+        point=(last * (1 + forecast_return))[..., None], target=(last * (1 + outcome))[:, None], last=last, cost=0.001
+    )
     assert hit_loss(f)[0].tolist() == [0.0, 1.0, 0.5, 0.5, 0.0]
     pnl, before = [], 0.0
     for r_hat, r in zip(forecast_return[0], outcome, strict=True):
@@ -108,8 +116,17 @@ def bootstrap_evaluator(series, max_samples=None, metric="pct_return_mae"):
     plugins = Plugins.load()
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
     rows = splits(len(series), 30, 20, 1).validation
-    return Evaluator(BootstrapBackend(Runtime()), aggregators, series, rows, 1, metric, max_samples=max_samples,
-                     levels=(0.2, 0.5, 0.8), cost=0.001)
+    return Evaluator(
+        BootstrapBackend(Runtime()),
+        aggregators,
+        series,
+        rows,
+        1,
+        metric,
+        max_samples=max_samples,
+        levels=(0.2, 0.5, 0.8),
+        cost=0.001,
+    )
 
 
 def test_an_evaluation_of_every_metric_is_the_metrics_on_its_own_samples(app_series):
@@ -125,12 +142,20 @@ def test_an_evaluation_of_every_metric_is_the_metrics_on_its_own_samples(app_ser
     batch = windows(app_series, ev.rows, 41, 1)
     samples = ev.backend.sample(ev.backend.encode(batch, params), params, Draws(seeds, batch.window_ids))
     point = ev.aggregators["trimmed_mean_10"](samples, dim=2).numpy()
-    f = Forecasts(point, batch.target.numpy(), batch.last_close.numpy(), samples=np.sort(samples.numpy(), axis=2),
-                  levels=(0.2, 0.5, 0.8), cost=0.001)
+    f = Forecasts(
+        point,
+        batch.target.numpy(),
+        batch.last_close.numpy(),
+        samples=np.sort(samples.numpy(), axis=2),
+        levels=(0.2, 0.5, 0.8),
+        cost=0.001,
+    )
     for name, metric in METRICS.items():
         assert direct.losses[name] == pytest.approx(metric.loss(f), rel=1e-12, abs=1e-15), name
         assert cached.losses[name] == pytest.approx(direct.losses[name], rel=1e-12, abs=1e-15), name
-    assert direct.errors is direct.losses["pct_return_mae"] or np.array_equal(direct.errors, direct.losses["pct_return_mae"])
+    assert direct.errors is direct.losses["pct_return_mae"] or np.array_equal(
+        direct.errors, direct.losses["pct_return_mae"]
+    )
     assert set(direct.naive_losses) == set(METRICS) and direct.naive_losses["hit_rate"] == pytest.approx(0.5)
 
 

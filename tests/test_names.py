@@ -22,8 +22,28 @@ from compiled_opt.core.errors import UsageError
 from compiled_opt.core.names import check_model_name, check_symbol
 
 TICKERS = ["BRK.B", "BTC-USD", "BTC_USDT", "^GSPC", "EURUSD=X", "GC=F", "0700", "7203.T", "aapl", "A" * 64]
-NOT_SYMBOLS = ["", " ", "A B", "$x^$", '"><img src=x onerror=alert(1)>', "<b>", "a/b", "..", ".hidden", "-rf",
-               "=X", "_A", "ÄPFEL", "A\nB", "A" * 65, "a;b", "a*b", "C:D", "a\\b", "%20"]
+NOT_SYMBOLS = [
+    "",
+    " ",
+    "A B",
+    "$x^$",
+    '"><img src=x onerror=alert(1)>',
+    "<b>",
+    "a/b",
+    "..",
+    ".hidden",
+    "-rf",
+    "=X",
+    "_A",
+    "ÄPFEL",
+    "A\nB",
+    "A" * 65,
+    "a;b",
+    "a*b",
+    "C:D",
+    "a\\b",
+    "%20",
+]
 NOT_MODELS = ["..", ".", "best", "Best", "BEST", "a/b", "", " x", "-x", "^m", "a b", "m=1", "x" * 65, "<i>"]
 
 
@@ -57,11 +77,14 @@ def test_a_bad_model_name_is_refused_and_nothing_is_written_anywhere(tmp_path, m
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("symbols, message", [
-    ('["APP", "APP"]', "data.symbols: lists 'APP' twice"),
-    ('["APP", "A B"]', "data.symbols: 'A B' is not a symbol"),
-    ('["$x^$"]', "data.symbols: '$x^$' is not a symbol"),
-])
+@pytest.mark.parametrize(
+    "symbols, message",
+    [
+        ('["APP", "APP"]', "data.symbols: lists 'APP' twice"),
+        ('["APP", "A B"]', "data.symbols: 'A B' is not a symbol"),
+        ('["$x^$"]', "data.symbols: '$x^$' is not a symbol"),
+    ],
+)
 def test_data_symbols_follow_the_grammar_and_name_each_symbol_once(tmp_path, market_dir, capsys, symbols, message):
     config = write_config(tmp_path, market_dir, trials=4)
     config.write_text(config.read_text().replace('symbols = ["APP", "NU"]', f"symbols = {symbols}"))
@@ -88,8 +111,10 @@ def test_a_data_file_named_outside_the_grammar_is_refused(tmp_path, market_dir, 
 @pytest.mark.parametrize("symbol", ["A B", "$X", "<SCRIPT>", "../UP", ".HIDDEN"])
 def test_import_refuses_a_symbol_outside_the_grammar(tmp_path, capsys, symbol):
     csv = tmp_path / "in.csv"
-    csv.write_text("timestamp,open,high,low,close,volume,vwap,symbol\n" + "".join(
-        f"2024-01-0{d}T00:00:00Z,1,2,1,1,5,1,{symbol}\n" for d in range(1, 7)))
+    csv.write_text(
+        "timestamp,open,high,low,close,volume,vwap,symbol\n"
+        + "".join(f"2024-01-0{d}T00:00:00Z,1,2,1,1,5,1,{symbol}\n" for d in range(1, 7))
+    )
     assert main(["data", "import", str(csv), "--out", str(tmp_path / "out")]) == 2
     assert "is not a symbol" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -98,8 +123,10 @@ def test_import_refuses_a_symbol_outside_the_grammar(tmp_path, capsys, symbol):
 @pytest.mark.parametrize("symbol", ["^GSPC", "EURUSD=X", "BRK.B"])
 def test_import_keeps_real_tickers(tmp_path, symbol):
     csv = tmp_path / "in.csv"
-    csv.write_text("timestamp,open,high,low,close,volume,vwap,symbol\n" + "".join(
-        f"2024-01-0{d}T00:00:00Z,1,2,1,1,5,1,{symbol}\n" for d in range(1, 7)))
+    csv.write_text(
+        "timestamp,open,high,low,close,volume,vwap,symbol\n"
+        + "".join(f"2024-01-0{d}T00:00:00Z,1,2,1,1,5,1,{symbol}\n" for d in range(1, 7))
+    )
     assert main(["data", "import", str(csv), "--out", str(tmp_path)]) == 0
     assert (tmp_path / f"{symbol}.parquet").is_file()
 
@@ -155,22 +182,63 @@ class Dom(HTMLParser):
 
     def injected(self) -> list[str]:
         """Elements and attributes no compiled-opt report has."""
-        ours = {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "h4", "p", "code", "b",
-                "a", "span", "div", "section", "img", "table", "thead", "tbody", "tr", "th", "td", "pre", "details",
-                "summary"}
+        ours = {
+            "html",
+            "head",
+            "meta",
+            "title",
+            "style",
+            "body",
+            "main",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "p",
+            "code",
+            "b",
+            "a",
+            "span",
+            "div",
+            "section",
+            "img",
+            "table",
+            "thead",
+            "tbody",
+            "tr",
+            "th",
+            "td",
+            "pre",
+            "details",
+            "summary",
+        }
         found = [tag for tag, _ in self.elements if tag not in ours]
         found += [f"{tag} {key}" for tag, attrs in self.elements for key in attrs if key.startswith("on")]
-        found += [f"img {a.get('src', '')[:30]}" for t, a in self.elements if t == "img"
-                  and not a.get("src", "").startswith("data:image/png;base64,")]
+        found += [
+            f"img {a.get('src', '')[:30]}"
+            for t, a in self.elements
+            if t == "img" and not a.get("src", "").startswith("data:image/png;base64,")
+        ]
         return found + (["title changed"] if "pwned" in self.title else [])
 
 
 def chromium_dom(page: Path, profile: Path) -> Dom:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=2000", "--dump-dom"]
-    out = subprocess.run([str(CHROMIUM), *flags, page.as_uri()], check=True, capture_output=True, text=True,
-                         timeout=120).stdout
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=2000",
+        "--dump-dom",
+    ]
+    out = subprocess.run(
+        [str(CHROMIUM), *flags, page.as_uri()], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
     dom = Dom()
     dom.feed(out)
     return dom
@@ -200,7 +268,8 @@ def test_chromium_finds_no_injected_element_in_a_report_of_hostile_names(real_ru
     raw = tmp_path / "raw.html"  # the detector itself: the same names unescaped are found
     raw.write_text(f"<html><head><title>t</title></head><body>{''.join(HOSTILE.values())}</body></html>")
     assert {"script", "img onerror", "svg", "svg onload", "iframe", "title changed"} <= set(
-        chromium_dom(raw, tmp_path / "p0").injected())
+        chromium_dom(raw, tmp_path / "p0").injected()
+    )
     config = hostile_run(real_run, tmp_path)
     out = tmp_path / "r.html"
     assert main(["report", str(config), "--out", str(out)]) == 0

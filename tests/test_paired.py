@@ -20,14 +20,34 @@ from compiled_opt.plugins.policies.paired import Paired
 from compiled_opt.tuning.acceptance import judge
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "acceptance_sim.py"
-REQUIRED = ("challenger_mean", "incumbent_mean", "mean_difference", "se_difference", "statistic", "p_value",
-            "df", "seeds", "test", "mc_se", "window_se", "relative_improvement", "lower_bound", "fresh_seeds")
+REQUIRED = (
+    "challenger_mean",
+    "incumbent_mean",
+    "mean_difference",
+    "se_difference",
+    "statistic",
+    "p_value",
+    "df",
+    "seeds",
+    "test",
+    "mc_se",
+    "window_se",
+    "relative_improvement",
+    "lower_bound",
+    "fresh_seeds",
+)
 
 
 def evaluation(errors, seeds=(11, 12, 13, 14, 15, 16), exact=False) -> Evaluation:
     errors = np.asarray(errors, dtype=float)
-    return Evaluation(errors=errors, price_errors=100 * errors, seeds=() if exact else tuple(seeds[: len(errors)]),
-                      window_ids=tuple(range(100, 100 + errors.shape[1])), latency_s=0.0, exact=exact)
+    return Evaluation(
+        errors=errors,
+        price_errors=100 * errors,
+        seeds=() if exact else tuple(seeds[: len(errors)]),
+        window_ids=tuple(range(100, 100 + errors.shape[1])),
+        latency_s=0.0,
+        exact=exact,
+    )
 
 
 def pair(gain=0.0, runs=3, windows=30, mc=0.001, shared=0.9, seed=0):
@@ -185,12 +205,15 @@ def test_unpairable_evaluations_are_refused():
         Paired().decide(evaluation(ch.errors[:2]), inc)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"scope": "x"}, "scope: must be 'runs' or 'windows', not 'x'"),
-    ({"alpha": 0.7}, "alpha: must be between 0 and 0.5"),
-    ({"alpha": 0}, "alpha: must be between 0 and 0.5"),
-    ({"min_effect": -0.01}, "min_effect: must be a fraction in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"scope": "x"}, "scope: must be 'runs' or 'windows', not 'x'"),
+        ({"alpha": 0.7}, "alpha: must be between 0 and 0.5"),
+        ({"alpha": 0}, "alpha: must be between 0 and 0.5"),
+        ({"min_effect": -0.01}, "min_effect: must be a fraction in [0, 1)"),
+    ],
+)
 def test_bad_options(options, message):
     key, text = message.split(": ", 1)
     with pytest.raises(OptionError, match=re.escape(text)) as e:
@@ -203,8 +226,13 @@ def test_bad_options(options, message):
 def test_judge_confirms_on_fresh_seeds_with_real_evaluator(sim):
     plugins = Plugins.load()
     series = sim.load_symbol("AEM")
-    ev = Evaluator(sim.SimBackend(sim.Runtime()), {"mean": plugins.aggregators.get("mean")}, series,
-                   range(len(series) - 50, len(series) - 20), 1)
+    ev = Evaluator(
+        sim.SimBackend(sim.Runtime()),
+        {"mean": plugins.aggregators.get("mean")},
+        series,
+        range(len(series) - 50, len(series) - 20),
+        1,
+    )
     search, fresh = tuple(derive_seeds(1, "search", 3)), tuple(derive_seeds(1, "confirm", 3))
     incumbent = {**sim.SimBackend.defaults, "spread": 0.5}
     challenger = {**incumbent, "num_samples": 96, "bias": 0.3}

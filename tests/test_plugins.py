@@ -62,8 +62,20 @@ def test_the_tutorial_imports_only_the_public_api():
     assert imports == ["from compiled_opt.api import ModelBackend, hookimpl"]
     for name in api.__all__:
         assert getattr(api, name) is not None
-    for needed in ("ModelBackend", "Runtime", "WindowBatch", "Draws", "Policy", "Decision", "Evaluation", "hookimpl",
-                   "Register", "Executor", "JobSpec", "Worker"):
+    for needed in (
+        "ModelBackend",
+        "Runtime",
+        "WindowBatch",
+        "Draws",
+        "Policy",
+        "Decision",
+        "Evaluation",
+        "hookimpl",
+        "Register",
+        "Executor",
+        "JobSpec",
+        "Worker",
+    ):
         assert needed in api.__all__
 
 
@@ -85,6 +97,7 @@ def test_duplicate_across_plugins_is_an_error():
         @hookspecs.hookimpl
         def compiled_opt_register_backends(self, register):
             from compiled_opt.plugins.backends.bootstrap import BootstrapBackend
+
             register("bootstrap", BootstrapBackend)
 
     with pytest.raises(UsageError, match="backend 'bootstrap' registered twice"):
@@ -118,7 +131,9 @@ def test_a_failure_inside_a_plugin_names_the_plugin_not_the_users_key():
             register("broken", Broken)
 
     backends = Plugins.load(make_plugin_manager(extra=(Plugin(),))).backends
-    with pytest.raises(PluginError, match=r"^backend 'broken' \(Plugin \(registered directly\)\) failed to start: TypeError:") as e:
+    with pytest.raises(
+        PluginError, match=r"^backend 'broken' \(Plugin \(registered directly\)\) failed to start: TypeError:"
+    ) as e:
         backends.build("broken", {"checkpoint": "y"}, "f.toml: models.m.options", None)
     assert e.value.where is None
 
@@ -153,14 +168,24 @@ def test_builtin_plugins_import_only_the_public_api():
     offending = []
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
-                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            offending += [f"{path.relative_to(root)}: {n}" for n in names if n.startswith("compiled_opt")
-                          and n != "compiled_opt.api" and not n.startswith("compiled_opt.plugins")]
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            offending += [
+                f"{path.relative_to(root)}: {n}"
+                for n in names
+                if n.startswith("compiled_opt") and n != "compiled_opt.api" and not n.startswith("compiled_opt.plugins")
+            ]
     assert offending == []
 
 
 def test_the_api_names_resolve_lazily():
-    code = ("import sys, compiled_opt.api as api; api.hookimpl; assert 'compiled_opt.tuning.worker' not in sys.modules;"
-            " assert all(getattr(api, n) is not None for n in api.__all__)")
+    code = (
+        "import sys, compiled_opt.api as api; api.hookimpl; assert 'compiled_opt.tuning.worker' not in sys.modules;"
+        " assert all(getattr(api, n) is not None for n in api.__all__)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

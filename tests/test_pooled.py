@@ -90,8 +90,11 @@ aggregate = { choice = ["mean", "median", "quantile_0.30"] }
     calls = {"encode": 0, "sample": 0}
     for method in calls:
         original = getattr(BootstrapBackend, method)
-        monkeypatch.setattr(BootstrapBackend, method, lambda *a, _o=original, _m=method, **k:
-                            calls.__setitem__(_m, calls[_m] + 1) or _o(*a, **k))
+        monkeypatch.setattr(
+            BootstrapBackend,
+            method,
+            lambda *a, _o=original, _m=method, **k: calls.__setitem__(_m, calls[_m] + 1) or _o(*a, **k),
+        )
 
     def run(directory):
         directory.mkdir()

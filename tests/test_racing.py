@@ -20,8 +20,12 @@ from compiled_opt.tuning.racing import Race
 from compiled_opt.tuning.search import Logged, ScoreMemo, params_key, search
 
 SEEDS = (11, 12, 13)
-SPACE = {"lookback": Range(10, 120, integer=True), "vol_scale": Range(0.3, 2.0, log=True),
-         "aggregate": Choices(("mean", "median", "quantile_0.30")), "num_samples": Choices((32, 64, 128), ordered=True)}
+SPACE = {
+    "lookback": Range(10, 120, integer=True),
+    "vol_scale": Range(0.3, 2.0, log=True),
+    "aggregate": Choices(("mean", "median", "quantile_0.30")),
+    "num_samples": Choices((32, 64, 128), ordered=True),
+}
 
 
 def test_the_leader_gets_every_run_and_a_clearly_worse_candidate_stops_at_the_first_look():
@@ -66,15 +70,33 @@ def test_exact_candidates_are_not_raced():
 def bootstrap(app_series):
     plugins = Plugins.load()
     rows = splits(len(app_series), 30, 20, 1).validation
-    return Evaluator(BootstrapBackend(Runtime()), {n: plugins.aggregators.get(n) for n in plugins.aggregators},
-                     app_series, rows, 1, max_samples=128)
+    return Evaluator(
+        BootstrapBackend(Runtime()),
+        {n: plugins.aggregators.get(n) for n in plugins.aggregators},
+        app_series,
+        rows,
+        1,
+        max_samples=128,
+    )
 
 
 def race_search(memo, replay=(), **kw):
     race = Race(memo, replay=replay)
     batches = []
-    result = search(race, SPACE, dict(BootstrapBackend.defaults), SEEDS, optimizer="NGOpt", trials=16, batch=4,
-                    seed=3, incumbent=BootstrapBackend.defaults, replay=replay, on_batch=batches.append, **kw)
+    result = search(
+        race,
+        SPACE,
+        dict(BootstrapBackend.defaults),
+        SEEDS,
+        optimizer="NGOpt",
+        trials=16,
+        batch=4,
+        seed=3,
+        incumbent=BootstrapBackend.defaults,
+        replay=replay,
+        on_batch=batches.append,
+        **kw,
+    )
     return result, batches, race
 
 
@@ -142,8 +164,17 @@ def test_racing_through_tables_equals_aggregating_one_by_one(app_series, monkeyp
     def raced():
         memo = ScoreMemo(Evaluator(BootstrapBackend(Runtime()), aggregators, app_series, rows, 1, max_samples=128))
         race = Race(memo)
-        return search(race, space, dict(BootstrapBackend.defaults), SEEDS, optimizer="NGOpt", trials=100, batch=4,
-                      seed=0, exhaustive=True), race
+        return search(
+            race,
+            space,
+            dict(BootstrapBackend.defaults),
+            SEEDS,
+            optimizer="NGOpt",
+            trials=100,
+            batch=4,
+            seed=0,
+            exhaustive=True,
+        ), race
 
     tables, race = raced()
     monkeypatch.setattr(CachedDraw, "errors", one_by_one)

@@ -51,8 +51,11 @@ def test_ray_runs_the_bundled_default_config(tmp_path):
     proc = subprocess.run([CLI, "run", str(config), "--executor", "ray"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "executor ray (" in proc.stdout and "0 failed" in proc.stdout
-    assert sorted(p.name for p in (tmp_path / "hyperparams" / "bootstrap").iterdir()) == \
-        ["SYNTH_A.json", "SYNTH_B.json", "SYNTH_C.json"]
+    assert sorted(p.name for p in (tmp_path / "hyperparams" / "bootstrap").iterdir()) == [
+        "SYNTH_A.json",
+        "SYNTH_B.json",
+        "SYNTH_C.json",
+    ]
 
 
 def test_local_and_ray_write_identical_configs_and_trial_logs(tmp_path, market_dir, local_run):
@@ -97,7 +100,9 @@ def test_ray_runs_a_toto_config(tmp_path, market_dir):
     from compiled_opt.commands.checkpoint import options_toml, write_random
 
     options = options_toml(write_random("toto", tmp_path / "toto", "tiny"))
-    models = f'[models.toto]\nbackend = "toto"\n{options}\nspace = {{ aggregate = {{ choice = ["mean", "median"] }} }}\n'
+    models = (
+        f'[models.toto]\nbackend = "toto"\n{options}\nspace = {{ aggregate = {{ choice = ["mean", "median"] }} }}\n'
+    )
     config = write_config(tmp_path, market_dir, trials=4, extra=EXTRA + RAY, models=models)
     proc = subprocess.run([CLI, "run", str(config)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

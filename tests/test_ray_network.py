@@ -61,7 +61,7 @@ def listening(pids: set[int]) -> set[tuple[str, int]]:
                 continue
             address, port = fields[1].split(":")
             raw = bytes.fromhex(address)
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is little-endian
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is little-endian
             found.add((socket.inet_ntop(family, raw), int(port, 16)))
     return found
 
@@ -93,13 +93,13 @@ def test_bind_all_is_rays_own_default_every_interface(tmp_path, market_dir):
 def test_a_bad_bind_option_is_one_line(tmp_path, market_dir, capsys):
     config = write_config(tmp_path, market_dir, extra='[executor]\nname = "ray"\noptions = { bind = "0.0.0.0" }\n')
     assert main(["run", str(config)]) == 2
-    assert capsys.readouterr().err == (f"error: {config}: executor.options.bind: must be one of 'loopback', 'all',"
-                                       " not '0.0.0.0'\n")
+    assert capsys.readouterr().err == (
+        f"error: {config}: executor.options.bind: must be one of 'loopback', 'all', not '0.0.0.0'\n"
+    )
 
 
 @pytest.mark.parametrize("cluster_has_cuda", [True, False])
-def test_fast_mode_asks_the_executor_whether_its_workers_have_cuda(tmp_path, market_dir, monkeypatch,
-                                                                   cluster_has_cuda):
+def test_fast_mode_asks_the_executor_whether_its_workers_have_cuda(tmp_path, market_dir, monkeypatch, cluster_has_cuda):
     """A driver without a GPU in front of a Ray cluster with GPUs: fast mode's settings follow the cluster."""
     seen = {}
 

@@ -18,8 +18,12 @@ def seed_store_read(root: Path, model: str, symbol: str) -> dict:
     """What the seed system's store does with a per-model file and with best/ (its documented access)."""
     payload = json.loads((root / model / f"{symbol}.json").read_text())
     validation = payload["validation"]
-    out = {"config": payload["config"], "validation": validation, "test": payload.get("test", validation),
-           "metadata": payload.get("metadata", {})}
+    out = {
+        "config": payload["config"],
+        "validation": validation,
+        "test": payload.get("test", validation),
+        "metadata": payload.get("metadata", {}),
+    }
     best = json.loads((root / "best" / f"{symbol}.json").read_text())
     out["best"] = (best["model"], best["config"])
     return out
@@ -88,8 +92,9 @@ def test_a_version_1_record_is_read(stored_root):
 
 
 SEED_SYSTEM_RECORD = {  # the seed system's own per-model file (see DESIGN.md: output per symbol)
-    "symbol": "APP", "model": "bootstrap", "config": {"lookback": 33, "vol_scale": 1.1, "num_samples": 64,
-                                                      "aggregate": "mean"},
+    "symbol": "APP",
+    "model": "bootstrap",
+    "config": {"lookback": 33, "vol_scale": 1.1, "num_samples": 64, "aggregate": "mean"},
     "validation": {"price_mae": 1.2, "pct_return_mae": 0.021, "latency_s": 3.5, "num_predictions": 30},
     "test": {"price_mae": 1.4, "pct_return_mae": 0.024, "latency_s": 3.1, "num_predictions": 20},
     "windows": {"val_window": 30, "test_window": 20, "forecast_horizon": 1},
@@ -115,16 +120,25 @@ def test_stored_files_are_readable_by_other_users(stored_root):
         assert path.stat().st_mode & 0o044 == 0o044, path
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda p: p["validation"]["per_run"].__setitem__(1, "abc"), "validation.per_run[1]: expected a number, got str 'abc'"),
-    (lambda p: p.__setitem__("status", "nope"), "status: unknown value 'nope'; allowed: tuned, pooled"),
-    (lambda p: p.__setitem__("status", "kept"), "status: 'kept' is not the status of a stored config"),
-    (lambda p: p.__setitem__("config", "x"), "config: expected an object, got str 'x'"),
-    (lambda p: p["metadata"].__setitem__("generation", "2"), "metadata.generation: expected an integer, got str '2'"),
-    (lambda p: p["decision"].pop("reason"), "decision.reason: missing"),
-    (lambda p: p.__setitem__("test", []), "test: expected an object, got list []"),
-    (lambda p: p["windows"].__setitem__("test_rows", [1]), "windows.test_rows: expected 2 values, got 1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda p: p["validation"]["per_run"].__setitem__(1, "abc"),
+            "validation.per_run[1]: expected a number, got str 'abc'",
+        ),
+        (lambda p: p.__setitem__("status", "nope"), "status: unknown value 'nope'; allowed: tuned, pooled"),
+        (lambda p: p.__setitem__("status", "kept"), "status: 'kept' is not the status of a stored config"),
+        (lambda p: p.__setitem__("config", "x"), "config: expected an object, got str 'x'"),
+        (
+            lambda p: p["metadata"].__setitem__("generation", "2"),
+            "metadata.generation: expected an integer, got str '2'",
+        ),
+        (lambda p: p["decision"].pop("reason"), "decision.reason: missing"),
+        (lambda p: p.__setitem__("test", []), "test: expected an object, got list []"),
+        (lambda p: p["windows"].__setitem__("test_rows", [1]), "windows.test_rows: expected 2 values, got 1"),
+    ],
+)
 def test_a_damaged_record_is_one_line_naming_the_key(stored_root, change, message):
     payload = json.loads((stored_root / "hyperparams" / "bootstrap" / "APP.json").read_text())
     change(payload)
@@ -138,11 +152,21 @@ def test_a_version_2_record_is_read(stored_root):
     """compiled-opt 0.2 kept the resolution in the policy's stats and a few values twice."""
     payload = json.loads((stored_root / "hyperparams" / "bootstrap" / "APP.json").read_text())
     decision = payload["decision"]
-    v2 = {**payload, "schema_version": 2, "eval_runs": 3,
-          "decision": {**{k: v for k, v in decision.items() if k != "resolution_se"}, "forced": False,
-                       "stats": {**decision["stats"], "resolution_se": decision["resolution_se"],
-                                 "below_resolution": decision["below_resolution"]}},
-          "previous": {**payload["previous"], "stored_validation_mae": None}}
+    v2 = {
+        **payload,
+        "schema_version": 2,
+        "eval_runs": 3,
+        "decision": {
+            **{k: v for k, v in decision.items() if k != "resolution_se"},
+            "forced": False,
+            "stats": {
+                **decision["stats"],
+                "resolution_se": decision["resolution_se"],
+                "below_resolution": decision["below_resolution"],
+            },
+        },
+        "previous": {**payload["previous"], "stored_validation_mae": None},
+    }
     record = StoredRecord.from_json(v2, "v2.json")
     current = StoredRecord.from_json(payload, "v3.json")
     assert record.decision == current.decision and record.previous == current.previous

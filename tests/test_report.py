@@ -77,9 +77,13 @@ def test_report_is_one_self_contained_page_with_every_figure(run, tmp_path, caps
     assert str(out) in capsys.readouterr().out
     page = parse(out)
     assert page.tags[:2] == ["html", "head"] and "main" in page.tags
-    expected = {"search trace of APP/bootstrap", "search trace of NU/bootstrap",
-                "validation vs test skill per symbol", "test MAE change against the model's defaults per symbol",
-                "seconds per trial per job"}
+    expected = {
+        "search trace of APP/bootstrap",
+        "search trace of NU/bootstrap",
+        "validation vs test skill per symbol",
+        "test MAE change against the model's defaults per symbol",
+        "seconds per trial per job",
+    }
     assert set(page.images) == expected
     for data in page.images.values():
         width, height = png_size(data)
@@ -89,7 +93,10 @@ def test_report_is_one_self_contained_page_with_every_figure(run, tmp_path, caps
     text = " ".join(page.text)
     for symbol in ("APP", "NU"):
         record = json.loads((run.parent / "hyperparams" / "bootstrap" / f"{symbol}.json").read_text())
-        assert f"{record['test']['pct_return_mae']:.6g}" in text and f"{record['validation']['pct_return_mae']:.6g}" in text
+        assert (
+            f"{record['test']['pct_return_mae']:.6g}" in text
+            and f"{record['validation']['pct_return_mae']:.6g}" in text
+        )
         assert f"{100 * record['out_of_sample']['change']:+.2f}%" in text
         assert record["decision"]["reason"] in text
     assert "test MAE vs defaults: better on" in text and "of 2 symbols" in text
@@ -110,15 +117,21 @@ def test_a_run_that_kept_the_stored_configs(run, tmp_path, capsys):
     for folder in ("hyperparams", "runs"):  # a copy: the other tests keep reporting the first run
         shutil.copytree(run.parent / folder, tmp_path / folder)
     config = tmp_path / "compiled_opt.toml"
-    config.write_text(run.read_text().replace(str(run.parent), str(tmp_path))
-                      + '[acceptance]\npolicy = "relative_threshold"\noptions = { threshold = 0.9 }\n')
+    config.write_text(
+        run.read_text().replace(str(run.parent), str(tmp_path))
+        + '[acceptance]\npolicy = "relative_threshold"\noptions = { threshold = 0.9 }\n'
+    )
     assert main(["run", str(config), "--trials", "4", "-q"]) == 0
     out = tmp_path / "r.html"
     assert main(["report", str(config), "--out", str(out)]) == 0
     page = parse(out)
     text = " ".join(page.text)
-    assert {"search trace of APP/bootstrap", "search trace of NU/bootstrap", "seconds per trial per job",
-            "validation vs test skill per symbol"} <= set(page.images)
+    assert {
+        "search trace of APP/bootstrap",
+        "search trace of NU/bootstrap",
+        "seconds per trial per job",
+        "validation vs test skill per symbol",
+    } <= set(page.images)
     assert text.count("rejected  by  relative_threshold : Insufficient improvement") == 2
     assert text.count("the config stored earlier stays") == 2
     stored = json.loads((tmp_path / "hyperparams" / "bootstrap" / "APP.json").read_text())
@@ -126,8 +139,10 @@ def test_a_run_that_kept_the_stored_configs(run, tmp_path, capsys):
 
 
 def test_a_failed_job_shows_its_error(tmp_path, market_dir, faulty_plugin, capsys):
-    models = ('[models.bootstrap]\nbackend = "faulty"\noptions = { fail_encode = ["NU"] }\n'
-              'fixed = { num_samples = 32 }\nspace = { lookback = { int = [10, 40] } }\n')
+    models = (
+        '[models.bootstrap]\nbackend = "faulty"\noptions = { fail_encode = ["NU"] }\n'
+        "fixed = { num_samples = 32 }\nspace = { lookback = { int = [10, 40] } }\n"
+    )
     config = write_config(tmp_path, market_dir, trials=4, models=models)
     assert main(["run", str(config), "-q"]) == 1
     out = tmp_path / "r.html"
@@ -164,9 +179,19 @@ def test_chromium_renders_the_report(run, tmp_path):
     out = tmp_path / "r.html"
     assert main(["report", str(run), "--out", str(out)]) == 0
     shot = tmp_path / "shot.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+    ]
     subprocess.run([str(CHROMIUM), *flags, out.as_uri()], check=True, capture_output=True, timeout=120)
     assert png_size(shot.read_bytes()) == (1280, 2000)
     pixels = matplotlib.image.imread(shot)[..., :3]

@@ -30,8 +30,10 @@ def scrub(value):
 
 
 def stored(root: Path) -> dict[str, object]:
-    return {str(p.relative_to(root)): scrub(json.loads(p.read_text()))
-            for p in sorted((root / "hyperparams").rglob("*.json"))}
+    return {
+        str(p.relative_to(root)): scrub(json.loads(p.read_text()))
+        for p in sorted((root / "hyperparams").rglob("*.json"))
+    }
 
 
 def trials(root: Path) -> list[dict]:
@@ -59,8 +61,9 @@ def parts(root: Path) -> int:
 
 def kill_after(config: Path, root: Path, batches: int, *flags: str) -> None:
     """Start the run and SIGKILL it once ``batches`` trial batches are logged."""
-    proc = subprocess.Popen([CLI, "run", str(config), "-q", *flags], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [CLI, "run", str(config), "-q", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     while proc.poll() is None and parts(root) < batches:
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
@@ -128,8 +131,9 @@ def test_resume_refuses_changed_data(tmp_path, market_dir, capsys):
     assert capsys.readouterr().err.strip().endswith("(NU); start a new run")
 
 
-def test_resume_leaves_out_a_damaged_trial_part_and_scores_its_trials_again(tmp_path, market_dir, uninterrupted,
-                                                                           capsys):
+def test_resume_leaves_out_a_damaged_trial_part_and_scores_its_trials_again(
+    tmp_path, market_dir, uninterrupted, capsys
+):
     """Trial parts are not fsynced: one cut short (a power cut) is left out with a notice, the unfinished job it
     logged replays the trials before it and scores the rest again, and the result is an uninterrupted run's."""
     root = tmp_path / "damaged"

@@ -40,8 +40,9 @@ def test_many_symbols_write_job_parts_and_run_json_only_at_start_and_end(tmp_pat
     config = load_config(many(tmp_path, market_dir, 40))
     saves = []
     original = RunDir.save_state
-    monkeypatch.setattr(RunDir, "save_state",
-                        lambda self, state: (saves.append(len(state.jobs)), original(self, state)))
+    monkeypatch.setattr(
+        RunDir, "save_state", lambda self, state: (saves.append(len(state.jobs)), original(self, state))
+    )
     run = Run(config, console=Console(level="warning"))
     results = run.execute()
     assert saves == [0, 40]  # the start (no job yet) and the end: never in between

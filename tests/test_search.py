@@ -26,8 +26,12 @@ from compiled_opt.tuning.search import (
     search,
 )
 
-SPACE = {"lookback": Range(10, 120, integer=True), "vol_scale": Range(0.3, 2.0, log=True),
-         "aggregate": Choices(("mean", "median", "quantile_0.30")), "num_samples": Choices((32, 64, 128), ordered=True)}
+SPACE = {
+    "lookback": Range(10, 120, integer=True),
+    "vol_scale": Range(0.3, 2.0, log=True),
+    "aggregate": Choices(("mean", "median", "quantile_0.30")),
+    "num_samples": Choices((32, 64, 128), ordered=True),
+}
 BASE = dict(BootstrapBackend.defaults)
 SEEDS = (1, 2)
 # The optimizers the README suggests; each must survive the seed's budget and beyond.
@@ -39,8 +43,7 @@ def make_evaluator(series) -> ScoreMemo:
     plugins = Plugins.load()
     rows = splits(len(series), 30, 20, 1).validation
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
-    return ScoreMemo(Evaluator(BootstrapBackend(Runtime()), aggregators,
-                               series, rows, 1))
+    return ScoreMemo(Evaluator(BootstrapBackend(Runtime()), aggregators, series, rows, 1))
 
 
 @pytest.fixture
@@ -167,8 +170,14 @@ def test_exhaustive_scores_every_grid_point_and_finds_the_exact_best(evaluator):
 
 
 def test_exhaustive_cost_counts_shared_draws():
-    space = parse_space({"num_samples": {"ordered": [64, 128, 256]}, "aggregate": {"choice": ["mean", "median"]},
-                         "context_length": {"ordered": [128, 256]}}, "s")
+    space = parse_space(
+        {
+            "num_samples": {"ordered": [64, 128, 256]},
+            "aggregate": {"choice": ["mean", "median"]},
+            "context_length": {"ordered": [128, 256]},
+        },
+        "s",
+    )
     # aggregates share a draw and its table; each point is a lookup
     assert exhaustive_cost(space, None) == pytest.approx(6 + 6 * CACHED_COUNT_COST + 12 * CACHED_POINT_COST)
     # counts are prefixes of the largest draw, each with its own table
@@ -204,7 +213,6 @@ def test_default_spaces_are_explored(market_dir):
     assert len(set(recommendations)) == 3
 
 
-
 def one_by_one(self, count, name, aggregator, batch):
     """The aggregation before tables: each point applies its aggregator to its own slice of the cached draw."""
     return self.errors_of(count, aggregator, batch)
@@ -217,8 +225,11 @@ def test_exhaustive_search_through_tables_equals_aggregating_one_by_one(app_seri
 
     plugins = Plugins.load()
     aggregators = {n: plugins.aggregators.get(n) for n in plugins.aggregators}
-    space = {"num_samples": Choices((16, 48, 128), ordered=True), "aggregate": Choices(tuple(aggregators)),
-             "lookback": Choices((20, 60), ordered=True)}
+    space = {
+        "num_samples": Choices((16, 48, 128), ordered=True),
+        "aggregate": Choices(tuple(aggregators)),
+        "lookback": Choices((20, 60), ordered=True),
+    }
     rows = splits(len(app_series), 30, 20, 1).validation
 
     def exhaustive():
@@ -239,15 +250,23 @@ def test_the_memo_holds_evaluations_up_to_its_bound_and_rescores_the_same(app_se
     same errors (its draws are keyed by its seeds); the search keeps each trial's score and runs, not errors."""
     memo = make_evaluator(app_series)
     first = memo(BASE, SEEDS)
-    one = first.errors.nbytes + first.price_errors.nbytes + first.return_errors.nbytes
-    memo.known.max_bytes = int(1.5 * one)
+    memo.known.max_bytes = int(1.5 * first.nbytes)
     other = {**BASE, "lookback": BASE["lookback"] + 5}
     memo(other, SEEDS)
     again, held = memo.lookup(BASE, SEEDS)
     assert not held and np.allclose(again.errors, first.errors, rtol=1e-12, atol=0)
     assert memo.lookup(BASE, SEEDS)[1] and len(memo.known.entries) == 1
     reported = []
-    result = search(memo, SPACE, BASE, SEEDS, optimizer="NGOpt", trials=8, batch=4, seed=3,
-                    on_batch=lambda trials: reported.extend(t.evaluation for t in trials))
+    result = search(
+        memo,
+        SPACE,
+        BASE,
+        SEEDS,
+        optimizer="NGOpt",
+        trials=8,
+        batch=4,
+        seed=3,
+        on_batch=lambda trials: reported.extend(t.evaluation for t in trials),
+    )
     assert all(e is not None for e in reported) and all(t.evaluation is None for t in result.trials)
     assert [t.runs for t in result.trials] == [len(SEEDS)] * 8

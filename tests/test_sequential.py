@@ -66,18 +66,22 @@ def brownian(looks: tuple[int, ...], n: int, seed: int = 0, drift: float = 0.0) 
 # --- boundaries -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("looks, published", [
-    ((1, 2, 3), (3.7103, 2.5114, 1.9930)),
-    ((1, 2, 3, 4), (4.3326, 2.9631, 2.3590, 2.0141)),
-])
+@pytest.mark.parametrize(
+    "looks, published",
+    [
+        ((1, 2, 3), (3.7103, 2.5114, 1.9930)),
+        ((1, 2, 3, 4), (4.3326, 2.9631, 2.3590, 2.0141)),
+    ],
+)
 def test_obrien_fleming_boundaries_match_published_values(looks, published):
     """Lan-DeMets O'Brien-Fleming-type spending, one-sided 0.025, equally spaced looks (Jennison &
     Turnbull; gsDesign's sfLDOF), to the 4 decimals published (the quasi-Monte Carlo is good to ~1e-4)."""
     assert boundaries(looks, 0.025, "obrien_fleming").efficacy == pytest.approx(published, abs=2e-4)
 
 
-@pytest.mark.parametrize("looks, spending", [((3, 6, 12), "pocock"), ((3, 6, 10), "obrien_fleming"),
-                                             ((2, 4, 8, 16), "pocock")])
+@pytest.mark.parametrize(
+    "looks, spending", [((3, 6, 12), "pocock"), ((3, 6, 10), "obrien_fleming"), ((2, 4, 8, 16), "pocock")]
+)
 def test_boundaries_spend_alpha_as_planned_by_monte_carlo(looks, spending):
     """An independent check: Brownian paths cross first at each look with the planned alpha increment."""
     design = boundaries(looks, 0.05, spending)
@@ -179,8 +183,14 @@ def test_a_close_decision_takes_every_stage_evaluating_only_new_seeds():
         pytest.fail("no close decision found")
     stats, fresh = verdict.decision.stats, seeds(base)[1]
     extended = more_seeds(fresh, 12)
-    assert ev.calls == [("ch", fresh), ("inc", fresh), ("ch", extended[3:6]), ("inc", extended[3:6]),
-                        ("ch", extended[6:12]), ("inc", extended[6:12])]
+    assert ev.calls == [
+        ("ch", fresh),
+        ("inc", fresh),
+        ("ch", extended[3:6]),
+        ("inc", extended[3:6]),
+        ("ch", extended[6:12]),
+        ("inc", extended[6:12]),
+    ]
     assert [s["runs"] for s in stats["stages"]] == [3, 6, 12] and stats["looks"] == [3, 6, 12]
     assert [s["action"] for s in stats["stages"]][:2] == ["continue", "continue"]
     assert verdict.challenger.seeds == verdict.incumbent.seeds == extended and verdict.challenger.runs == 12
@@ -255,13 +265,16 @@ def test_decide_alone_is_the_fixed_paired_test():
     assert stats["p_value"] == ref["p_value"] and stats["policy"] == "sequential"
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"max_runs": 1}, "max_runs: must be an integer from 2 to 1000"),
-    ({"max_runs": 1001}, "max_runs: must be an integer from 2 to 1000"),
-    ({"spending": "linear"}, "spending: must be one of 'pocock', 'obrien_fleming'"),
-    ({"futility": 1.0}, r"futility: must be a conditional power in \[0, 1\)"),
-    ({"alpha": 0.7}, "alpha: must be between 0 and 0.5"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_runs": 1}, "max_runs: must be an integer from 2 to 1000"),
+        ({"max_runs": 1001}, "max_runs: must be an integer from 2 to 1000"),
+        ({"spending": "linear"}, "spending: must be one of 'pocock', 'obrien_fleming'"),
+        ({"futility": 1.0}, r"futility: must be a conditional power in \[0, 1\)"),
+        ({"alpha": 0.7}, "alpha: must be between 0 and 0.5"),
+    ],
+)
 def test_bad_options(options, message):
     with pytest.raises(UsageError, match=f"acceptance.options.{message}"):
         Plugins.load().policies.build("sequential", options, "acceptance.options")

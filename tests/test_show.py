@@ -17,7 +17,9 @@ TWO_MODELS = """
 [models.bootstrap]
 backend = "bootstrap"
 fixed = { num_samples = 64 }
-space = { lookback = { int = [10, 80] }, vol_scale = { float = [0.5, 1.5] }, aggregate = { choice = ["mean", "median"] } }
+space.lookback = { int = [10, 80] }
+space.vol_scale = { float = [0.5, 1.5] }
+space.aggregate = { choice = ["mean", "median"] }
 
 [models.median]
 backend = "bootstrap"
@@ -45,8 +47,11 @@ def test_json_round_trips_every_stored_record_and_marks_best(stored, capsys):
     out = json.loads(capsys.readouterr().out)  # one JSON object, nothing else printed
     files = records(stored)
     rows = {(r["symbol"], r["model"]): r for r in out["configs"]}
-    assert set(rows) == {k for k in files if k[1] != "best"} == {(s, m) for s in ("APP", "NU")
-                                                                 for m in ("bootstrap", "median")}
+    assert (
+        set(rows)
+        == {k for k in files if k[1] != "best"}
+        == {(s, m) for s in ("APP", "NU") for m in ("bootstrap", "median")}
+    )
     for (symbol, model), row in rows.items():
         record = files[(symbol, model)]
         assert row["config"] == record["config"] and row["status"] == record["status"]
@@ -67,8 +72,9 @@ def test_plain_table_has_one_line_per_config_and_no_ansi(stored, capsys):
     out = capsys.readouterr().out
     assert "\x1b[" not in out
     files = records(stored)
-    lines = {line.split()[0]: line for line in out.splitlines() if line.split()[:2] in (["APP", "median"],
-                                                                                       ["NU", "median"])}
+    lines = {
+        line.split()[0]: line for line in out.splitlines() if line.split()[:2] in (["APP", "median"], ["NU", "median"])
+    }
     assert set(lines) == {"APP", "NU"}
     for symbol, line in lines.items():
         record = files[(symbol, "median")]
@@ -93,7 +99,7 @@ def test_a_narrow_terminal_wraps_the_config_instead_of_cutting_cells(stored, mon
     out = stream.getvalue()
     assert "\x1b[" in out and "…" not in out  # rich styles it, and no cell is truncated
     for model, record in ((m, r) for (s, m), r in records(stored).items() if s == "APP" and m != "best"):
-        for key, value in record["config"].items():
+        for key in record["config"]:
             assert f"{key}=" in out
         assert model in out
 

@@ -68,8 +68,10 @@ def encode(backend, batch) -> StudentTMixture:
 def forecaster_inputs(batch) -> MaskedTimeseries:
     close = batch.context[:, None, :, FEATURES.index("close")].float()
     return MaskedTimeseries(
-        series=close, padding_mask=torch.ones_like(close, dtype=torch.bool),
-        id_mask=torch.zeros_like(close, dtype=torch.int), timestamp_seconds=batch.context_time[:, None, :],
+        series=close,
+        padding_mask=torch.ones_like(close, dtype=torch.bool),
+        id_mask=torch.zeros_like(close, dtype=torch.int),
+        timestamp_seconds=batch.context_time[:, None, :],
         time_interval_seconds=torch.full((len(batch), 1), 86400),
     )
 
@@ -128,10 +130,13 @@ def built(**options):
     return Plugins.load().backends.build("toto", options, "f.toml: models.t.options", Runtime())
 
 
-@pytest.mark.parametrize(("checkpoint_name", "download"), [
-    ("compiled-opt-tests/no-such-toto", "compiled-opt-tests/no-such-toto"),
-    ("/no/such/directory", "Datadog/Toto-Open-Base-1.0"),
-])
+@pytest.mark.parametrize(
+    ("checkpoint_name", "download"),
+    [
+        ("compiled-opt-tests/no-such-toto", "compiled-opt-tests/no-such-toto"),
+        ("/no/such/directory", "Datadog/Toto-Open-Base-1.0"),
+    ],
+)
 def test_missing_checkpoint_is_one_line_naming_it(checkpoint_name, download):
     with pytest.raises(UsageError) as err:
         built(checkpoint=checkpoint_name)
@@ -153,9 +158,11 @@ def test_directory_without_weights_is_a_usage_error(tmp_path):
 
 def test_gluonts_json_advice_is_silenced_and_nothing_else():
     """gluonts warns on import that orjson is missing; loading toto hides exactly that warning."""
+
     def stderr(code: str) -> str:
-        return subprocess.run([sys.executable, "-W", "always::UserWarning", "-c", code], capture_output=True,
-                              text=True, check=True).stderr
+        return subprocess.run(
+            [sys.executable, "-W", "always::UserWarning", "-c", code], capture_output=True, text=True, check=True
+        ).stderr
 
     assert "orjson" in stderr("import gluonts.json")  # the warning exists, so silencing it is needed
     loaded = "from compiled_opt.plugins.backends.toto import toto_class; toto_class(); import gluonts.json, warnings; "
@@ -176,8 +183,14 @@ def test_defaults_and_search_space(backend):
     assert TotoBackend.encode_keys == ("context_length",)
 
 
-BAD = [("num_samples", 0), ("num_samples", 2.5), ("num_samples", True), ("num_samples", "many"),
-       ("context_length", -64), ("sampling", "exact!")]
+BAD = [
+    ("num_samples", 0),
+    ("num_samples", 2.5),
+    ("num_samples", True),
+    ("num_samples", "many"),
+    ("context_length", -64),
+    ("sampling", "exact!"),
+]
 
 
 @pytest.mark.parametrize(("key", "value"), BAD)
@@ -202,8 +215,12 @@ def test_one_forward_for_all_windows_and_windows_do_not_attend_to_each_other(bac
 
 
 def test_a_single_student_t_head_is_a_mixture_of_one(tmp_path, app_series):
-    model = random_model("tiny", seed=1, output_distribution_classes=["<class 'model.distribution.StudentTOutput'>"],
-                         output_distribution_kwargs={})
+    model = random_model(
+        "tiny",
+        seed=1,
+        output_distribution_classes=["<class 'model.distribution.StudentTOutput'>"],
+        output_distribution_kwargs={},
+    )
     backend = TotoBackend(Runtime(), checkpoint=str(save_checkpoint(model, tmp_path)))
     batch = batch_of(app_series, 3)
     mixture = encode(backend, batch)
@@ -314,8 +331,10 @@ def random_mixture(windows: int, horizon: int, k: int = 5, seed: int = 0, df=(2.
 
     shape = (windows, horizon, k)
     return StudentTMixture(
-        weights=torch.softmax(3 * u(*shape), -1), df=df[0] + (df[1] - df[0]) * u(*shape),
-        loc=100 + 5 * torch.randn(*shape, generator=g, dtype=torch.float64), scale=0.5 + 3 * u(*shape),
+        weights=torch.softmax(3 * u(*shape), -1),
+        df=df[0] + (df[1] - df[0]) * u(*shape),
+        loc=100 + 5 * torch.randn(*shape, generator=g, dtype=torch.float64),
+        scale=0.5 + 3 * u(*shape),
     )
 
 
@@ -340,7 +359,7 @@ def test_sampling_is_one_graph_without_host_syncs(backend, app_series):
 
     class Given:
         def __init__(self, *numbers):
-            self.numbers = dict(zip(streams, numbers))
+            self.numbers = dict(zip(streams, numbers, strict=True))
 
         def uniform(self, stream, num_samples, horizon):
             return self.numbers[stream]
@@ -380,7 +399,8 @@ def test_keyed_student_t_mixture_samples_follow_the_distribution(df):
     theirs = reference.sample((n,)).permute(1, 2, 0)
     probs = torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99], dtype=torch.float64)
     gap = mixture.cdf(torch.quantile(ours, probs, dim=-1).permute(1, 2, 0)) - mixture.cdf(
-        torch.quantile(theirs, probs, dim=-1).permute(1, 2, 0))
+        torch.quantile(theirs, probs, dim=-1).permute(1, 2, 0)
+    )
     assert (gap.abs() < 5 * torch.sqrt(2 * probs * (1 - probs) / n)).all()
 
 
@@ -425,7 +445,11 @@ def test_exact_winsorized_means_are_closed_form(monkeypatch):
         by_quadrature = aggregator.exact(mixture.quantile, nodes=400)
         solved = []
         quantile = distribution._Exact.quantile
-        monkeypatch.setattr(distribution._Exact, "quantile", lambda self, u: solved.append(u.size) or quantile(self, u))
+        monkeypatch.setattr(
+            distribution._Exact,
+            "quantile",
+            lambda self, u, solved=solved, quantile=quantile: solved.append(u.size) or quantile(self, u),
+        )
         closed = mixture.aggregate(aggregator)
         monkeypatch.undo()
         assert solved == [2]
@@ -446,8 +470,9 @@ def test_exact_mean_and_median_are_closed_form_and_monotone():
     mixture = random_mixture(3, 1)
     aggs = {a.name: a for a in builtin_aggregators()}
     torch.testing.assert_close(mixture.aggregate(aggs["mean"]), mixture.mean())
-    torch.testing.assert_close(mixture.cdf(mixture.aggregate(aggs["median"])[..., None])[..., 0],
-                               torch.full((3, 1), 0.5, dtype=torch.float64))
+    torch.testing.assert_close(
+        mixture.cdf(mixture.aggregate(aggs["median"])[..., None])[..., 0], torch.full((3, 1), 0.5, dtype=torch.float64)
+    )
     order = ["quantile_0.10", "quantile_0.25", "median", "quantile_0.75", "quantile_0.90"]
     values = torch.stack([mixture.aggregate(aggs[name]) for name in order])
     assert (values.diff(dim=0) > 0).all()
@@ -491,8 +516,10 @@ def test_exact_mode_neither_searches_nor_stores_the_sample_count(checkpoint, tmp
     from compiled_opt.commands.cli import main
     from compiled_opt.store.stores import read_trials
 
-    models = (f'[models.toto]\nbackend = "toto"\noptions = {{ checkpoint = "{checkpoint}" }}\n'
-              'fixed = { sampling = "exact", context_length = 64 }\n')
+    models = (
+        f'[models.toto]\nbackend = "toto"\noptions = {{ checkpoint = "{checkpoint}" }}\n'
+        'fixed = { sampling = "exact", context_length = 64 }\n'
+    )
     config = write_config(tmp_path, market_dir, trials=4, models=models)
     assert main(["run", str(config), "-q"]) == 0
     for symbol in ("APP", "NU"):
@@ -500,7 +527,7 @@ def test_exact_mode_neither_searches_nor_stores_the_sample_count(checkpoint, tmp
         assert "num_samples" not in rec["config"] and rec["validation"]["exact"]
     rows = read_trials(next((tmp_path / "runs").iterdir()))
     assert {json.loads(row.params)["num_samples"] for row in rows} == {256}  # not searched: the default throughout
-    searched = models + 'space = { num_samples = { ordered = [64, 128] } }\n'
+    searched = models + "space = { num_samples = { ordered = [64, 128] } }\n"
     config = write_config(tmp_path, market_dir, trials=4, models=searched)
     assert main(["run", str(config), "-q"]) == 2
     assert "models.toto.space.num_samples: has no effect with the fixed sampling = 'exact'" in capsys.readouterr().err

@@ -14,8 +14,16 @@ import importlib
 from typing import Any
 
 _HOME = {
-    "compiled_opt.core.aggregate": ("Aggregator", "builtin_aggregators", "lower_trimmed", "mean", "quantile",
-                                    "trimmed", "upper_trimmed", "winsorized"),
+    "compiled_opt.core.aggregate": (
+        "Aggregator",
+        "builtin_aggregators",
+        "lower_trimmed",
+        "mean",
+        "quantile",
+        "trimmed",
+        "upper_trimmed",
+        "winsorized",
+    ),
     "compiled_opt.core.backend": ("FEATURES", "ContractError", "ModelBackend", "Runtime", "WindowBatch"),
     "compiled_opt.core.boundaries": ("SPENDING", "Boundaries", "boundaries", "stage_runs", "z_equivalent"),
     "compiled_opt.core.buckets": ("pad_rows", "pad_to", "window_bucket"),
@@ -28,8 +36,14 @@ _HOME = {
     "compiled_opt.commands.forecast": ("forecast_frame",),
     "compiled_opt.run.executor": ("Event", "Executor", "JobDone", "OnEvent", "run_job"),
     "compiled_opt.store.records": ("TrialRow",),
-    "compiled_opt.tuning.acceptance": ("Decision", "Policy", "StagedPolicy", "Stages", "improvement_text",
-                                       "relative_improvement"),
+    "compiled_opt.tuning.acceptance": (
+        "Decision",
+        "Policy",
+        "StagedPolicy",
+        "Stages",
+        "improvement_text",
+        "relative_improvement",
+    ),
     "compiled_opt.tuning.jobs": ("JobResult", "JobSpec", "TrialBatch", "WorkerSetup", "logged_trials"),
     "compiled_opt.tuning.shards": ("Shard", "ShardCall", "ShardEvaluators", "ShardedRunner", "split_shards"),
     "compiled_opt.tuning.worker": ("Worker",),

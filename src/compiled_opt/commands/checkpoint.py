@@ -25,14 +25,18 @@ def offering(plugins: Plugins) -> list[str]:
     return [name for name in plugins.backends if plugins.backends.get(name).random_checkpoint is not None]
 
 
-def write_random(backend: str, directory: Path, size: str = "tiny", seed: int = 0,
-                 plugins: Plugins | None = None) -> dict[str, Any]:
+def write_random(
+    backend: str, directory: Path, size: str = "tiny", seed: int = 0, plugins: Plugins | None = None
+) -> dict[str, Any]:
     """Write ``backend``'s random checkpoint of ``size`` to ``directory``; its ``options`` for a config."""
     plugins = plugins or Plugins.load()
     available = offering(plugins)
     if backend not in available:
-        problem = (f"backend {backend!r} offers no random checkpoints" if backend in plugins.backends
-                   else f"unknown backend {backend!r}")
+        problem = (
+            f"backend {backend!r} offers no random checkpoints"
+            if backend in plugins.backends
+            else f"unknown backend {backend!r}"
+        )
         raise UsageError(f"{problem}; {did_you_mean(backend, available)}", "checkpoint random")
     directory = Path(directory).resolve()
     options = plugins.backends.get(backend).random_checkpoint(directory, size, seed)

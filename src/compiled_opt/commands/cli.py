@@ -36,8 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="compiled-opt", description=__doc__.split("\n")[0],
-                                     epilog=__doc__.split("\n", 2)[2].strip())
+    parser = _Parser(prog="compiled-opt", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2].strip())
     parser.add_argument("--version", action="version", version=f"compiled-opt {compiled_opt.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="search every symbol's sampling hyperparameters and store the winners")
@@ -47,24 +46,38 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=_positive("--trials"), help="overrides search.trials")
     run.add_argument("--eval-runs", type=_positive("--eval-runs"), help="overrides evaluation.eval_runs")
     run.add_argument("--force", action="store_true", help="store the new config even without improvement")
-    run.add_argument("--allow-large", action="store_true",
-                     help="lift the limits on trials, runs, threads and memory (see README: limits)")
+    run.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="lift the limits on trials, runs, threads and memory (see README: limits)",
+    )
     _output_flag(run, "write stored configs to DIR/hyperparams and run logs to DIR/runs (overrides [output])")
     run.add_argument("--executor", help="overrides executor.name (local, ray, ...)")
-    run.add_argument("--ray-address", help="overrides executor.options.address (a running Ray cluster; default: start"
-                     " a local Ray)")
-    run.add_argument("--fast", action="store_true", help="runtime.mode = \"fast\": the fastest measured settings on one GPU")
-    run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
-                     help="continue an interrupted run (default: the latest) from its last finished batch")
+    run.add_argument(
+        "--ray-address", help="overrides executor.options.address (a running Ray cluster; default: start a local Ray)"
+    )
+    run.add_argument(
+        "--fast", action="store_true", help='runtime.mode = "fast": the fastest measured settings on one GPU'
+    )
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="RUN_ID",
+        help="continue an interrupted run (default: the latest) from its last finished batch",
+    )
     _output_flags(run)
-    ev = sub.add_parser("evaluate", help="score the stored configs and the models' defaults on any rows (a forward test)")
+    ev = sub.add_parser(
+        "evaluate", help="score the stored configs and the models' defaults on any rows (a forward test)"
+    )
     ev.add_argument("config", type=Path, help="the TOML config the configs were tuned with")
     rows = ev.add_mutually_exclusive_group()
     rows.add_argument("--last", type=_positive("--last", 2), help="the last N windows of each symbol")
     rows.add_argument("--rows", metavar="START:STOP", help="windows whose target is one of these 0-based data rows")
     rows.add_argument("--since", metavar="DATE", help="windows whose target is on or after DATE (e.g. 2025-06-30)")
-    ev.add_argument("--seed", type=_positive("--seed", 0),
-                    help="the base seed of the evaluation's runs (default: evaluation.seed)")
+    ev.add_argument(
+        "--seed", type=_positive("--seed", 0), help="the base seed of the evaluation's runs (default: evaluation.seed)"
+    )
     ev.add_argument("--symbols", nargs="+", help="only these symbols")
     ev.add_argument("--model", nargs="+", dest="models", help="only these models")
     ev.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -84,8 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     _output_flag(show)
     report = sub.add_parser("report", help="write one self-contained HTML report of a run, with figures")
     report.add_argument("config", type=Path, help="the TOML config (its output.runs holds the run folders)")
-    report.add_argument("run_id", nargs="?", default="latest", metavar="RUN_ID|latest",
-                        help="the run to report (default: the latest)")
+    report.add_argument(
+        "run_id", nargs="?", default="latest", metavar="RUN_ID|latest", help="the run to report (default: the latest)"
+    )
     report.add_argument("--out", type=Path, help="the HTML file (default: report.html in the run's folder)")
     _output_flag(report)
     data = sub.add_parser("data", help="market data files")
@@ -99,23 +113,39 @@ def _parser() -> argparse.ArgumentParser:
     rand = ckpt_sub.add_parser("random", help="write a random-initialised checkpoint of a backend's real architecture")
     rand.add_argument("backend", help="toto or kronos (any backend that offers random checkpoints)")
     rand.add_argument("directory", type=Path, help="where to write it")
-    rand.add_argument("--size", choices=("tiny", "small", "base"), default="tiny",
-                      help="tiny: seconds on a CPU; base: the released model's architecture (default: tiny)")
+    rand.add_argument(
+        "--size",
+        choices=("tiny", "small", "base"),
+        default="tiny",
+        help="tiny: seconds on a CPU; base: the released model's architecture (default: tiny)",
+    )
     rand.add_argument("--seed", type=_positive("--seed", 0), default=0, help="the initialisation's seed (default: 0)")
     return parser
 
 
-def _output_flag(parser: argparse.ArgumentParser,
-                 text: str = "the stored configs and run logs of a run made with --output DIR") -> None:
+def _output_flag(
+    parser: argparse.ArgumentParser, text: str = "the stored configs and run logs of a run made with --output DIR"
+) -> None:
     parser.add_argument("--output", type=Path, metavar="DIR", help=text)
 
 
 def _output_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("-q", "--quiet", action="store_const", const="warning", dest="log_level",
-                       help="print only failures and the summary")
-    group.add_argument("--debug", action="store_const", const="debug", dest="log_level",
-                       help="print every batch, and failure tracebacks on the console too")
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const="warning",
+        dest="log_level",
+        help="print only failures and the summary",
+    )
+    group.add_argument(
+        "--debug",
+        action="store_const",
+        const="debug",
+        dest="log_level",
+        help="print every batch, and failure tracebacks on the console too",
+    )
     group.add_argument("--log-level", choices=("debug", "info", "warning"), dest="log_level")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(log_level="info")
@@ -132,11 +162,14 @@ def _overrides(args: argparse.Namespace) -> dict:
     from compiled_opt.core.config import Override
 
     out = _output(args)
-    flagged = {"data.symbols": ("--symbols", args.symbols), "search.trials": ("--trials", args.trials),
-               "evaluation.eval_runs": ("--eval-runs", args.eval_runs),
-               "executor.name": ("--executor", args.executor),
-               "executor.options.address": ("--ray-address", args.ray_address),
-               "runtime.mode": ("--fast", "fast" if args.fast else None)}
+    flagged = {
+        "data.symbols": ("--symbols", args.symbols),
+        "search.trials": ("--trials", args.trials),
+        "evaluation.eval_runs": ("--eval-runs", args.eval_runs),
+        "executor.name": ("--executor", args.executor),
+        "executor.options.address": ("--ray-address", args.ray_address),
+        "runtime.mode": ("--fast", "fast" if args.fast else None),
+    }
     for key, (flag, value) in flagged.items():
         if value is not None:
             out[key] = Override(value, flag)
@@ -155,8 +188,9 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console(level=args.log_level, json_summary=args.json)
     config = load_config(args.config, _overrides(args))
-    results = Run(config, console=console, resume=args.resume, debug=args.log_level == "debug",
-                  allow_large=args.allow_large).execute()
+    results = Run(
+        config, console=console, resume=args.resume, debug=args.log_level == "debug", allow_large=args.allow_large
+    ).execute()
     return 1 if any(isinstance(r, JobId) for r in results) else 0  # a failed job's result is its id
 
 
@@ -231,13 +265,23 @@ def _checkpoint(args: argparse.Namespace) -> int:
     from compiled_opt.commands.checkpoint import options_toml, write_random
 
     options = write_random(args.backend, args.directory, args.size, args.seed)
-    print(f"wrote a random-initialised {args.backend} checkpoint ({args.size}, seed {args.seed}) to {args.directory};"
-          f" use it in [models.<name>] with: {options_toml(options)}")
+    print(
+        f"wrote a random-initialised {args.backend} checkpoint ({args.size}, seed {args.seed}) to {args.directory};"
+        f" use it in [models.<name>] with: {options_toml(options)}"
+    )
     return 0
 
 
-HANDLERS = {"run": _run, "evaluate": _evaluate, "forecast": _forecast, "show": _show, "report": _report, "data": _import,
-            "plugins": _plugins, "checkpoint": _checkpoint}
+HANDLERS = {
+    "run": _run,
+    "evaluate": _evaluate,
+    "forecast": _forecast,
+    "show": _show,
+    "report": _report,
+    "data": _import,
+    "plugins": _plugins,
+    "checkpoint": _checkpoint,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,8 +69,9 @@ def target_rows(series: Series, horizon: int, pick: Selection, test_window: int)
         try:
             start, stop = (int(p) if p else None for p in pick.rows.split(":"))
         except ValueError:
-            raise UsageError(f"expected START:STOP (0-based data rows, e.g. 1400:1500 or -100:), not {pick.rows!r}",
-                             "--rows") from None
+            raise UsageError(
+                f"expected START:STOP (0-based data rows, e.g. 1400:1500 or -100:), not {pick.rows!r}", "--rows"
+            ) from None
         picked = range(end)[slice(start, stop)]
     elif pick.since is not None:
         try:
@@ -81,8 +82,10 @@ def target_rows(series: Series, horizon: int, pick: Selection, test_window: int)
     else:
         picked = range(max(end - (pick.last or test_window), 0), end)
     if len(picked) < 2:
-        raise UsageError(f"selects {len(picked)} window(s) of {series.symbol}'s {length} rows; a paired comparison"
-                         " needs at least 2", pick.flag)
+        raise UsageError(
+            f"selects {len(picked)} window(s) of {series.symbol}'s {length} rows; a paired comparison needs at least 2",
+            pick.flag,
+        )
     return picked
 
 
@@ -90,8 +93,9 @@ def _date(seconds: int) -> str:
     return dt.datetime.fromtimestamp(int(seconds), dt.UTC).date().isoformat()
 
 
-def forward_test(config: Config, plugins: Plugins | None = None, pick: Selection = Selection(),
-                 seed: int | None = None) -> tuple[list[ForwardResult], tuple[int, ...]]:
+def forward_test(
+    config: Config, plugins: Plugins | None = None, pick: Selection = Selection(), seed: int | None = None
+) -> tuple[list[ForwardResult], tuple[int, ...]]:
     """Score every stored config and its model's defaults on the same windows and seeds; the results and
     the seeds."""
     plugins = plugins or Plugins.load()
@@ -113,52 +117,104 @@ def forward_test(config: Config, plugins: Plugins | None = None, pick: Selection
             check_history(s, picked, context, f"choose later rows ({pick.flag})")
             work.append((s, name, params, record.status, picked))
     if not work:
-        raise UsageError(f"no stored configs in {config.output.directory} for these symbols and models "
-                         "(run `compiled-opt run` first)", config.where("output.directory"))
+        raise UsageError(
+            f"no stored configs in {config.output.directory} for these symbols and models "
+            "(run `compiled-opt run` first)",
+            config.where("output.directory"),
+        )
     worker = Worker(WorkerSetup(models, config.runtime, str(config.path), d.horizon), plugins)
-    seeds = tuple(derive_seeds(config.evaluation.seed if seed is None else seed, "evaluate",
-                               config.evaluation.eval_runs))
+    seeds = tuple(
+        derive_seeds(config.evaluation.seed if seed is None else seed, "evaluate", config.evaluation.eval_runs)
+    )
     out = []
     for s, name, params, status, picked in work:
-        evaluate = worker.evaluator(name, [s], [picked], d.horizon, config.evaluation.metric, sample_cache=False,
-                                    levels=config.forecast.quantiles, cost=config.evaluation.cost).evaluate
-        oos = OutOfSample.of(evaluate(params, seeds, every_metric=True),
-                             evaluate(models[name].defaults, seeds, every_metric=True))
+        evaluate = worker.evaluator(
+            name,
+            [s],
+            [picked],
+            d.horizon,
+            config.evaluation.metric,
+            sample_cache=False,
+            levels=config.forecast.quantiles,
+            cost=config.evaluation.cost,
+        ).evaluate
+        oos = OutOfSample.of(
+            evaluate(params, seeds, every_metric=True), evaluate(models[name].defaults, seeds, every_metric=True)
+        )
         validation = splits(len(s), d.val_window, d.test_window, d.horizon).validation
         overlap = len(range(max(picked.start, validation.start), min(picked.stop, validation.stop)))
-        out.append(ForwardResult(s.symbol, name, status, params, (picked.start, picked.stop - 1),
-                                 (_date(s.time[picked.start]), _date(s.time[picked.stop - 1 + d.horizon - 1])),
-                                 overlap, oos))
+        out.append(
+            ForwardResult(
+                s.symbol,
+                name,
+                status,
+                params,
+                (picked.start, picked.stop - 1),
+                (_date(s.time[picked.start]), _date(s.time[picked.stop - 1 + d.horizon - 1])),
+                overlap,
+                oos,
+            )
+        )
     return out, seeds
 
 
 def print_forward(results: list[ForwardResult], seeds: tuple[int, ...], as_json: bool = False) -> None:
     """The forward test as a table (or JSON), the line across symbols, the seeds and the warnings."""
     changes = [r.oos.change for r in results]
-    rows = [{"symbol": r.symbol, "model": r.model, "test_change": r.oos.change, "test_se": r.oos.relative_se,
-             "skill": r.oos.skill} for r in results]
+    rows = [
+        {
+            "symbol": r.symbol,
+            "model": r.model,
+            "test_change": r.oos.change,
+            "test_se": r.oos.relative_se,
+            "skill": r.oos.skill,
+        }
+        for r in results
+    ]
     warnings = warnings_of(rows, "these windows")
-    warnings += [f"{r.symbol}/{r.model}: {r.validation_windows} of the {r.oos.windows} windows were validation"
-                 " windows, used to choose the config: their figures are optimistic" for r in results
-                 if r.validation_windows]
+    warnings += [
+        f"{r.symbol}/{r.model}: {r.validation_windows} of the {r.oos.windows} windows were validation"
+        " windows, used to choose the config: their figures are optimistic"
+        for r in results
+        if r.validation_windows
+    ]
     if as_json:
-        print(json.dumps({"results": [dataclasses.asdict(r) for r in results], "seeds": list(seeds),
-                          "summary": out_of_sample_line(changes, "MAE"), "warnings": warnings}))
+        print(
+            json.dumps(
+                {
+                    "results": [dataclasses.asdict(r) for r in results],
+                    "seeds": list(seeds),
+                    "summary": out_of_sample_line(changes, "MAE"),
+                    "warnings": warnings,
+                }
+            )
+        )
         return
     table = Table(box=None, pad_edge=False)
     for name in ("Symbol", "Model", "Status", "Rows", "Dates", "MAE", "Defaults", "Naive", "vs defaults", "Skill"):
         table.add_column(name, justify="left" if name in ("Symbol", "Model", "Status", "Rows", "Dates") else "right")
     for r in results:
         o = r.oos
-        table.add_row(r.symbol, r.model, r.status, f"{r.rows[0]}-{r.rows[1]}", f"{r.dates[0]}..{r.dates[1]}",
-                      f"{o.config_mae:.6g}", f"{o.defaults_mae:.6g}", f"{o.naive_mae:.6g}",
-                      f"{100 * o.change:+.2f}% ± {100 * o.relative_se:.2f}%", f"{o.skill:+.4f}")
+        table.add_row(
+            r.symbol,
+            r.model,
+            r.status,
+            f"{r.rows[0]}-{r.rows[1]}",
+            f"{r.dates[0]}..{r.dates[1]}",
+            f"{o.config_mae:.6g}",
+            f"{o.defaults_mae:.6g}",
+            f"{o.naive_mae:.6g}",
+            f"{100 * o.change:+.2f}% ± {100 * o.relative_se:.2f}%",
+            f"{o.skill:+.4f}",
+        )
     console = Console()
     console.table(table)
     plugins = Plugins.load()
-    across = metrics_table([r.oos.metrics for r in results], {n: plugins.metrics.get(n) for n in plugins.metrics},
-                           "Every metric on these windows (stored configs against the models' defaults and the naive"
-                           " forecast)")
+    across = metrics_table(
+        [r.oos.metrics for r in results],
+        {n: plugins.metrics.get(n) for n in plugins.metrics},
+        "Every metric on these windows (stored configs against the models' defaults and the naive forecast)",
+    )
     if across is not None:
         console.table(across)
     console.line(out_of_sample_line(changes, "MAE") or "")

@@ -66,8 +66,9 @@ class Forecast:
     generation: int | None
 
 
-def _choose(models: dict[str, ModelSpec], store: ConfigStore, symbol: str,
-            model: str | None) -> tuple[str, str, StoredRecord | None]:
+def _choose(
+    models: dict[str, ModelSpec], store: ConfigStore, symbol: str, model: str | None
+) -> tuple[str, str, StoredRecord | None]:
     """The model, the source and the record a symbol's forecast uses."""
     if model is not None:
         record = store.load(model, symbol)
@@ -93,8 +94,9 @@ def forecast(config: Config, model: str | None = None, plugins: Plugins | None =
         params = models[name].params(record) if record is not None else None
         groups[(name, params_key(params or models[name].defaults))].append(s)
     used = {name for name, _ in groups}
-    worker = Worker(WorkerSetup({n: m for n, m in models.items() if n in used}, config.runtime, str(config.path),
-                                horizon), plugins)
+    worker = Worker(
+        WorkerSetup({n: m for n, m in models.items() if n in used}, config.runtime, str(config.path), horizon), plugins
+    )
     runs = config.forecast.runs or config.evaluation.eval_runs
     seeds = tuple(derive_seeds(config.evaluation.seed, "forecast", runs))
     out = []
@@ -107,20 +109,37 @@ def forecast(config: Config, model: str | None = None, plugins: Plugins | None =
             _, source, record = chosen[s.symbol]
             last = float(nxt.last_close[0])
             for h in range(horizon):
-                out.append(Forecast(
-                    symbol=s.symbol, model=name, source=source,
-                    status=record.status.value if record is not None and source != "defaults" else "defaults",
-                    step=h + 1, last_time=_iso(s.time[-1]), target_time=_iso(nxt.target_time[0, h]), last_close=last,
-                    forecast=float(prices[i, h]), predicted_return=float(prices[i, h]) / last - 1,
-                    mc_se=float(spread[i, h]), quantiles={f"{q:g}": float(levels[q][i, h]) for q in levels},
-                    config=models[name].stored(params), run_id=record.metadata.run_id if record else None,
-                    generation=record.metadata.generation if record else None))
+                out.append(
+                    Forecast(
+                        symbol=s.symbol,
+                        model=name,
+                        source=source,
+                        status=record.status.value if record is not None and source != "defaults" else "defaults",
+                        step=h + 1,
+                        last_time=_iso(s.time[-1]),
+                        target_time=_iso(nxt.target_time[0, h]),
+                        last_close=last,
+                        forecast=float(prices[i, h]),
+                        predicted_return=float(prices[i, h]) / last - 1,
+                        mc_se=float(spread[i, h]),
+                        quantiles={f"{q:g}": float(levels[q][i, h]) for q in levels},
+                        config=models[name].stored(params),
+                        run_id=record.metadata.run_id if record else None,
+                        generation=record.metadata.generation if record else None,
+                    )
+                )
     order = {s.symbol: i for i, s in enumerate(series)}
     return sorted(out, key=lambda f: (order[f.symbol], f.step))
 
 
-def _predict(worker: Worker, model: str, params: dict[str, Any], windows: Sequence[WindowBatch],
-             seeds: tuple[int, ...], levels: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _predict(
+    worker: Worker,
+    model: str,
+    params: dict[str, Any],
+    windows: Sequence[WindowBatch],
+    seeds: tuple[int, ...],
+    levels: Sequence[float],
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Point forecasts ``[W, H]``, their Monte Carlo standard errors and the quantiles, for ``windows``
     stacked on one batch axis."""
     backend, batch = worker.backends[model], WindowBatch.stack(windows)
@@ -145,14 +164,16 @@ def _iso(seconds: Any) -> str:
     return dt.datetime.fromtimestamp(int(seconds), dt.UTC).isoformat()
 
 
-def forecast_frame(config: str | Path, symbols: Sequence[str] | None = None, model: str | None = None,
-                   output: str | Path | None = None) -> Any:
+def forecast_frame(
+    config: str | Path, symbols: Sequence[str] | None = None, model: str | None = None, output: str | Path | None = None
+) -> Any:
     """``compiled-opt forecast`` for a trading script: the forecasts of ``config`` (a TOML path) as a
     pandas DataFrame (``to_frame``); ``output`` as the command's ``--output DIR``."""
     from compiled_opt.core.config import Override, load_config, output_overrides
 
-    overrides = output_overrides(output, "output") | ({"data.symbols": Override(list(symbols), "symbols")}
-                                                      if symbols else {})
+    overrides = output_overrides(output, "output") | (
+        {"data.symbols": Override(list(symbols), "symbols")} if symbols else {}
+    )
     return to_frame(forecast(load_config(Path(config), overrides), model))
 
 
@@ -177,9 +198,11 @@ def write(rows: Sequence[Forecast], out: Path) -> Path:
     if out.suffix not in OUTPUTS:
         raise UsageError(f"the file's name must end in {', '.join(OUTPUTS)}, not {out.suffix or '(nothing)'}", "--out")
     frame = to_frame(rows)
-    writers = {".parquet": lambda tmp: frame.to_parquet(tmp, index=False),
-               ".csv": lambda tmp: frame.to_csv(tmp, index=False),
-               ".json": lambda tmp: tmp.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")}
+    writers = {
+        ".parquet": lambda tmp: frame.to_parquet(tmp, index=False),
+        ".csv": lambda tmp: frame.to_csv(tmp, index=False),
+        ".json": lambda tmp: tmp.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n"),
+    }
     atomic_write(out, writers[out.suffix])
     return out
 
@@ -195,13 +218,32 @@ def print_forecasts(rows: Sequence[Forecast], as_json: bool = False) -> None:
 
     levels = list(rows[0].quantiles) if rows else []
     table = Table(box=None, pad_edge=False)
-    for name in ("Symbol", "Model", "Config", "Step", "Target", "Last close", "Forecast", "Return", "MC SE",
-                 *(f"q{q}" for q in levels)):
+    for name in (
+        "Symbol",
+        "Model",
+        "Config",
+        "Step",
+        "Target",
+        "Last close",
+        "Forecast",
+        "Return",
+        "MC SE",
+        *(f"q{q}" for q in levels),
+    ):
         table.add_column(name, justify="left" if name in ("Symbol", "Model", "Config", "Target") else "right")
     for r in rows:
-        table.add_row(r.symbol, r.model, r.status, str(r.step), r.target_time[:10], f"{r.last_close:.6g}",
-                      f"{r.forecast:.6g}", f"{100 * r.predicted_return:+.3f}%", f"{r.mc_se:.3g}",
-                      *(f"{r.quantiles[q]:.6g}" for q in levels))
+        table.add_row(
+            r.symbol,
+            r.model,
+            r.status,
+            str(r.step),
+            r.target_time[:10],
+            f"{r.last_close:.6g}",
+            f"{r.forecast:.6g}",
+            f"{100 * r.predicted_return:+.3f}%",
+            f"{r.mc_se:.3g}",
+            *(f"{r.quantiles[q]:.6g}" for q in levels),
+        )
     console = Console()
     console.table(table)
     for r in rows:

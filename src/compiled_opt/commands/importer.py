@@ -85,8 +85,11 @@ def read_csv(path: Path, symbol: str | None = None) -> tuple[str, pa.Table]:
     symbol = check_symbol((symbol or _symbol_column(raw, names, path) or path.stem).upper(), str(path))
     table = pa.table(columns)
     if table.num_rows < MIN_ROWS:
-        raise UsageError(f"{table.num_rows} data rows; a run needs at least {MIN_ROWS} (2 validation and 2 test"
-                         " windows, and history before them)", str(path))
+        raise UsageError(
+            f"{table.num_rows} data rows; a run needs at least {MIN_ROWS} (2 validation and 2 test"
+            " windows, and history before them)",
+            str(path),
+        )
     series_from_table(table, path, symbol, locate=csv_line)
     return symbol, table
 
@@ -165,6 +168,7 @@ def _write(out_dir: Path, tables: dict[str, pa.Table]) -> list[Path]:
     try:
         atomic_write_all([(targets[s], lambda tmp, t=t: pq.write_table(t, tmp)) for s, t in tables.items()])
     except OSError as exc:
-        raise UsageError(f"cannot write {exc.filename or out_dir} ({exc.strerror or exc}); nothing was imported",
-                         "--out") from None
+        raise UsageError(
+            f"cannot write {exc.filename or out_dir} ({exc.strerror or exc}); nothing was imported", "--out"
+        ) from None
     return list(targets.values())

@@ -60,11 +60,19 @@ class WindowBatch:
     @classmethod
     def stack(cls, batches: Sequence[WindowBatch]) -> WindowBatch:
         """The windows of ``batches`` (equal context length and horizon) as one batch, each keeping its key."""
+
         def cat(name: str) -> torch.Tensor:
             return torch.cat([getattr(b, name) for b in batches])
 
-        return cls(",".join(b.symbol for b in batches), cat("context"), cat("context_time"), cat("target"),
-                   cat("target_time"), cat("target_rows"), cat("window_ids"))
+        return cls(
+            ",".join(b.symbol for b in batches),
+            cat("context"),
+            cat("context_time"),
+            cat("target"),
+            cat("target_time"),
+            cat("target_rows"),
+            cat("window_ids"),
+        )
 
     @property
     def last_close(self) -> torch.Tensor:
@@ -136,7 +144,7 @@ class ModelBackend(ABC):
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
 
-    @classmethod
+    @classmethod  # noqa: B027 (optional: a backend may check nothing)
     def check(cls, params: Mapping[str, Any]) -> None:
         """Raise ``ValueError("key: reason")`` for a value this backend cannot use."""
 
@@ -180,11 +188,13 @@ def check_output(name: str, method: str, out: Any, shape: tuple[int | None, ...]
     naming the backend, the method and the expected dimensions."""
     expected = "[" + ", ".join("any" if n is None else str(n) for n in shape) + "]"
     if not isinstance(out, torch.Tensor):
-        raise ContractError(f"backend {name!r}: {method} returned {type(out).__name__}, expected a tensor {dims}"
-                            f" = {expected}")
-    if out.dim() != len(shape) or any(n is not None and n != m for n, m in zip(shape, out.shape)):
-        raise ContractError(f"backend {name!r}: {method} returned shape {list(out.shape)}, expected {dims}"
-                            f" = {expected}")
+        raise ContractError(
+            f"backend {name!r}: {method} returned {type(out).__name__}, expected a tensor {dims} = {expected}"
+        )
+    if out.dim() != len(shape) or any(n is not None and n != m for n, m in zip(shape, out.shape, strict=True)):
+        raise ContractError(
+            f"backend {name!r}: {method} returned shape {list(out.shape)}, expected {dims} = {expected}"
+        )
     if not out.is_floating_point():
         raise ContractError(f"backend {name!r}: {method} returned dtype {out.dtype}, expected a floating dtype")
     return out

@@ -52,8 +52,17 @@ def _below(bounds: list[float], cov: np.ndarray) -> float:
     if len(bounds) == 1:
         return float(st.norm.cdf(bounds[0]))
     k = len(bounds)
-    return float(st.multivariate_normal.cdf(bounds, mean=np.zeros(k), cov=cov[:k, :k], abseps=_ACCURACY,
-                                            releps=0, maxpts=10**7, rng=np.random.default_rng(0)))
+    return float(
+        st.multivariate_normal.cdf(
+            bounds,
+            mean=np.zeros(k),
+            cov=cov[:k, :k],
+            abseps=_ACCURACY,
+            releps=0,
+            maxpts=10**7,
+            rng=np.random.default_rng(0),
+        )
+    )
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,10 @@ class EvaluationConfig:
     cost: float = 0.0005
 
     def checks(self) -> dict[str, str | None]:
-        return {"eval_runs": None if self.eval_runs >= 1 else "must be at least 1",
-                "cost": None if 0 <= self.cost < 1 else "must be at least 0 and below 1 (a fraction of the price)"}
+        return {
+            "eval_runs": None if self.eval_runs >= 1 else "must be at least 1",
+            "cost": None if 0 <= self.cost < 1 else "must be at least 0 and below 1 (a fraction of the price)",
+        }
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ class SearchConfig:
         return {
             "trials": None if self.trials >= 1 else "must be at least 1",
             "batch": None if self.batch >= 1 else "must be at least 1",
-            "seed": None if self.seed == "auto" or (isinstance(self.seed, int) and self.seed >= 0)
+            "seed": None
+            if self.seed == "auto" or (isinstance(self.seed, int) and self.seed >= 0)
             else 'must be "auto" or a non-negative integer',
             "exhaustive": _one_of(self.exhaustive, EXHAUSTIVE),
             "racing_max_runs": None if self.racing_max_runs >= 2 else "must be at least 2",
@@ -119,9 +122,12 @@ class ForecastConfig:
 
     def checks(self) -> dict[str, str | None]:
         q = self.quantiles
-        return {"quantiles": None if q and all(0 < x < 1 for x in q) and q == sorted(set(q))
-                else "must be increasing probabilities between 0 and 1, e.g. [0.1, 0.5, 0.9]",
-                "runs": None if self.runs >= 0 else "must be 0 (evaluation.eval_runs) or positive"}
+        return {
+            "quantiles": None
+            if q and all(0 < x < 1 for x in q) and q == sorted(set(q))
+            else "must be increasing probabilities between 0 and 1, e.g. [0.1, 0.5, 0.9]",
+            "runs": None if self.runs >= 0 else "must be 0 (evaluation.eval_runs) or positive",
+        }
 
 
 @dataclass(frozen=True)
@@ -136,8 +142,10 @@ class PooledConfig:
     shards: int = 64
 
     def checks(self) -> dict[str, str | None]:
-        return {"alpha": None if 0 < self.alpha < 0.5 else "must be between 0 and 0.5",
-                "shards": None if 1 <= self.shards <= 100_000 else "must be between 1 and 100000"}
+        return {
+            "alpha": None if 0 < self.alpha < 0.5 else "must be between 0 and 0.5",
+            "shards": None if 1 <= self.shards <= 100_000 else "must be between 1 and 100000",
+        }
 
 
 @dataclass(frozen=True)
@@ -176,9 +184,13 @@ class RuntimeConfig:
     threads: int = 0
 
     def checks(self) -> dict[str, str | None]:
-        return {"device": _one_of(self.device, DEVICES), "compile": _one_of(self.compile, COMPILE_MODES),
-                "dtype": _one_of(self.dtype, DTYPES), "mode": _one_of(self.mode, MODES),
-                "threads": None if self.threads >= 0 else "must be 0 (torch's default) or positive"}
+        return {
+            "device": _one_of(self.device, DEVICES),
+            "compile": _one_of(self.compile, COMPILE_MODES),
+            "dtype": _one_of(self.dtype, DTYPES),
+            "mode": _one_of(self.mode, MODES),
+            "threads": None if self.threads >= 0 else "must be 0 (torch's default) or positive",
+        }
 
 
 @dataclass(frozen=True)
@@ -228,6 +240,7 @@ class Config:
 
     def changed_key(self, snapshot: Mapping[str, Any]) -> str | None:
         """The first key (``section.field``) or flag whose value differs from the config in ``snapshot``."""
+
         def flat(text: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
             out: dict[str, Any] = {}
 
@@ -254,13 +267,26 @@ class Config:
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-SECTIONS = {"data": DataConfig, "evaluation": EvaluationConfig, "search": SearchConfig, "pooled": PooledConfig,
-            "acceptance": AcceptanceConfig, "output": OutputConfig, "runtime": RuntimeConfig,
-            "executor": ExecutorConfig, "forecast": ForecastConfig}
+SECTIONS = {
+    "data": DataConfig,
+    "evaluation": EvaluationConfig,
+    "search": SearchConfig,
+    "pooled": PooledConfig,
+    "acceptance": AcceptanceConfig,
+    "output": OutputConfig,
+    "runtime": RuntimeConfig,
+    "executor": ExecutorConfig,
+    "forecast": ForecastConfig,
+}
 # Keys of earlier releases, and where they live now.
-MOVED = {"runtime.executor": "executor.name", "runtime.workers": "executor.options.workers",
-         "runtime.gpus_per_worker": "executor.options.gpus_per_worker", "ray": "executor.options (executor = ray)",
-         "ray.address": "executor.options.address", "ray.max_retries": "executor.options.max_retries"}
+MOVED = {
+    "runtime.executor": "executor.name",
+    "runtime.workers": "executor.options.workers",
+    "runtime.gpus_per_worker": "executor.options.gpus_per_worker",
+    "ray": "executor.options (executor = ray)",
+    "ray.address": "executor.options.address",
+    "ray.max_retries": "executor.options.max_retries",
+}
 
 
 @dataclass(frozen=True)
@@ -283,8 +309,12 @@ def output_overrides(root: Path | str | None, flag: str = "--output") -> dict[st
     if root is None:
         return {}
     root = Path(root).resolve()
-    return {"output.directory": Override(str(root / "hyperparams"), flag),
-            "output.runs": Override(str(root / "runs"), flag)}
+    return {
+        "output.directory": Override(str(root / "hyperparams"), flag),
+        "output.runs": Override(str(root / "runs"), flag),
+    }
+
+
 def _symbols_problem(symbols: list[str] | str) -> str | None:
     """``"all"``, or a non-empty list of distinct symbols (``core.names``)."""
     if symbols == "all":
@@ -321,8 +351,13 @@ CHECKS = {
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """``value`` checked against the annotated ``kind``."""
     if not CHECKS[kind](value):
-        name = ("a path" if kind is Path else "a list of numbers" if kind == list[float]
-                else getattr(kind, "__name__", str(kind).replace(" | ", " or ")))
+        name = (
+            "a path"
+            if kind is Path
+            else "a list of numbers"
+            if kind == list[float]
+            else getattr(kind, "__name__", str(kind).replace(" | ", " or "))
+        )
         raise UsageError(f"expected {name}, got {type(value).__name__} {value!r}", where)
     if kind == list[float]:
         return [float(x) for x in value]
@@ -357,7 +392,7 @@ def _model(name: str, raw: Any, where: str) -> ModelConfig:
         if key not in allowed:
             raise UsageError(f"unknown key {key!r}; {did_you_mean(key, allowed)}", f"{where}.{key}")
     if not isinstance(raw.get("backend"), str):
-        raise UsageError("every model needs backend = \"<plugin name>\" (see `compiled-opt plugins`)", f"{where}.backend")
+        raise UsageError('every model needs backend = "<plugin name>" (see `compiled-opt plugins`)', f"{where}.backend")
     for key in ("options", "fixed", "space"):
         if not isinstance(raw.get(key, {}), Mapping):
             raise UsageError("must be a table", f"{where}.{key}")
@@ -389,8 +424,11 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None, text: st
     flags = {k: v.flag for k, v in (overrides or {}).items() if isinstance(v, Override)}
     for key in raw:
         if key not in (*SECTIONS, "models"):
-            problem = (f"moved to {MOVED[key]}" if key in MOVED
-                       else f"unknown section {key!r}; {did_you_mean(key, (*SECTIONS, 'models'))}")
+            problem = (
+                f"moved to {MOVED[key]}"
+                if key in MOVED
+                else f"unknown section {key!r}; {did_you_mean(key, (*SECTIONS, 'models'))}"
+            )
             raise UsageError(problem, f"{path}: {key}")
     for key, value in plain.items():
         if "." in key:
@@ -399,21 +437,32 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None, text: st
             for part in tables:
                 table = table.setdefault(part, {})
             table[name] = value
-    sections = {name: _section(cls, raw.get(name, {}), f"{path}: {name}",
-                               {k.split(".", 1)[1]: f for k, f in flags.items() if k.startswith(f"{name}.")})
-                for name, cls in SECTIONS.items()}
+    sections = {
+        name: _section(
+            cls,
+            raw.get(name, {}),
+            f"{path}: {name}",
+            {k.split(".", 1)[1]: f for k, f in flags.items() if k.startswith(f"{name}.")},
+        )
+        for name, cls in SECTIONS.items()
+    }
     here = path.parent  # relative paths in the file are relative to the file
     sections["data"] = dataclasses.replace(sections["data"], directory=here / sections["data"].directory)
     out = sections["output"]
     sections["output"] = dataclasses.replace(out, directory=here / out.directory, runs=here / out.runs)
     models_raw = raw.get("models", {})
     if not isinstance(models_raw, Mapping) or not models_raw:
-        raise UsageError("define at least one model, e.g. [models.bootstrap] with backend = \"bootstrap\"", f"{path}: models")
+        raise UsageError(
+            'define at least one model, e.g. [models.bootstrap] with backend = "bootstrap"', f"{path}: models"
+        )
     models = {name: _model(name, m, f"{path}: models.{name}") for name, m in models_raw.items()}
     if plain.get("models"):
         for name in plain["models"]:
             if name not in models:
-                raise UsageError(f"unknown model {name!r}; {did_you_mean(name, models)}", flags.get("models", "--model"))
+                raise UsageError(
+                    f"unknown model {name!r}; {did_you_mean(name, models)}", flags.get("models", "--model")
+                )
         models = {name: models[name] for name in plain["models"]}
-    return Config(path=path, models=models, force=bool(plain.get("force")), text=text, overrides=plain, flags=flags,
-                  **sections)
+    return Config(
+        path=path, models=models, force=bool(plain.get("force")), text=text, overrides=plain, flags=flags, **sections
+    )

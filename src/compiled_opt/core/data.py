@@ -40,8 +40,12 @@ class Series:
 
 def _series(symbol: str, path: Path, time: np.ndarray, values: np.ndarray) -> Series:
     # Ray hands out read-only arrays, which torch would warn about: those are copied
-    return Series(symbol, path, torch.from_numpy(np.require(time, requirements="W")),
-                  torch.from_numpy(np.require(values, requirements="W")))
+    return Series(
+        symbol,
+        path,
+        torch.from_numpy(np.require(time, requirements="W")),
+        torch.from_numpy(np.require(values, requirements="W")),
+    )
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,9 @@ def data_row(row: int) -> str:
     return f"data row {row}"
 
 
-def series_from_table(table: pa.Table, path: Path, symbol: str | None = None,
-                      locate: Callable[[int], str] = data_row) -> Series:
+def series_from_table(
+    table: pa.Table, path: Path, symbol: str | None = None, locate: Callable[[int], str] = data_row
+) -> Series:
     """Check a data table read from ``path`` (named in errors, its rows named by ``locate``) and turn
     it into a ``Series``."""
     missing = [c for c in REQUIRED if c not in table.column_names]
@@ -86,7 +91,9 @@ def series_from_table(table: pa.Table, path: Path, symbol: str | None = None,
         raise UsageError(f"missing column(s) {', '.join(missing)}; a data file needs {', '.join(REQUIRED)}", str(path))
     time = _epoch_seconds(table.column("timestamp"), path, locate)
     cols = {c: _floats(table, c, path) for c in REQUIRED[1:]}
-    cols["amount"] = _floats(table, "amount", path) if "amount" in table.column_names else cols["close"] * cols["volume"]
+    cols["amount"] = (
+        _floats(table, "amount", path) if "amount" in table.column_names else cols["close"] * cols["volume"]
+    )
     values = np.stack([cols[c] for c in FEATURES], axis=1)
     _check(path, time, values, locate)
     return Series(symbol or path.stem, path, torch.from_numpy(np.array(time)), torch.from_numpy(values))
@@ -123,23 +130,28 @@ def _check(path: Path, time: np.ndarray, values: np.ndarray, locate: Callable[[i
         bad = col <= 0 if name in PRICES else col < 0
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise UsageError(f"{'non-positive price' if name in PRICES else 'negative value'} {col[row]}",
-                             f"{path}: {locate(row)}: {name}")
+            raise UsageError(
+                f"{'non-positive price' if name in PRICES else 'negative value'} {col[row]}",
+                f"{path}: {locate(row)}: {name}",
+            )
     _check_bars(path, values, locate)
     step = np.diff(time)
     if (step <= 0).any():
         row = int(np.flatnonzero(step <= 0)[0]) + 1
         what = "duplicate" if step[row - 1] == 0 else "unsorted"
-        raise UsageError(f"{what} timestamp (rows must be strictly increasing in time)",
-                         f"{path}: {locate(row)}: timestamp")
+        raise UsageError(
+            f"{what} timestamp (rows must be strictly increasing in time)", f"{path}: {locate(row)}: timestamp"
+        )
 
 
 def _check_bars(path: Path, values: np.ndarray, locate: Callable[[int], str]) -> None:
     """Each bar's high is its highest price and its low its lowest (within ``BAR_TOLERANCE``, relative)."""
     at = {name: values[:, FEATURES.index(name)] for name in PRICES}
     slack = BAR_TOLERANCE * at["high"]
-    for name, bad in (("high", at["high"] < at["low"]),
-                      *((name, (at[name] > at["high"] + slack) | (at[name] < at["low"] - slack)) for name in ("open", "close"))):
+    for name, bad in (
+        ("high", at["high"] < at["low"]),
+        *((name, (at[name] > at["high"] + slack) | (at[name] < at["low"] - slack)) for name in ("open", "close")),
+    ):
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             prices = ", ".join(f"{n} {at[n][row]:g}" for n in PRICES)
@@ -164,15 +176,18 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def check_history(series: Series, rows: range, context: int,
-                  hint: str = "shorten the context, or data.val_window") -> None:
+def check_history(
+    series: Series, rows: range, context: int, hint: str = "shorten the context, or data.val_window"
+) -> None:
     """A ``UsageError`` naming the file unless every window of ``rows`` has ``context`` rows before it;
     ``hint`` says what to change."""
     if rows.start - context < 0:
         need = context + len(series) - rows.start
-        raise UsageError(f"too little history: {len(series)} rows, but the windows need {need} ({context} rows of"
-                         f" context before the first window's target, data row {rows.start}; {hint})",
-                         str(series.path))
+        raise UsageError(
+            f"too little history: {len(series)} rows, but the windows need {need} ({context} rows of"
+            f" context before the first window's target, data row {rows.start}; {hint})",
+            str(series.path),
+        )
 
 
 def windows(series: Series, rows: range, context: int, horizon: int) -> WindowBatch:
@@ -198,7 +213,7 @@ def next_window(series: Series, context: int, horizon: int) -> WindowBatch:
     Its targets are unknown (NaN); their times are the last time plus multiples of the median spacing of
     the last rows (a daily series: the next days, weekends included, whatever the exchange's calendar)."""
     check_history(series, range(len(series), len(series) + 1), context, "shorten the context")
-    step = int(series.time[-min(len(series), 21):].diff().median())
+    step = int(series.time[-min(len(series), 21) :].diff().median())
     target_time = series.time[-1] + step * torch.arange(1, horizon + 1)
     return WindowBatch(
         symbol=series.symbol,

@@ -53,6 +53,19 @@ class Evaluation:
     naive_losses: Mapping[str, np.ndarray] | None = None
 
     @property
+    def nbytes(self) -> int:
+        """The bytes of its arrays (window ids counted as int64), for memory-bounded caches."""
+        arrays = [
+            self.errors,
+            self.price_errors,
+            self.return_errors,
+            self.naive_errors,
+            *(self.losses or {}).values(),
+            *(self.naive_losses or {}).values(),
+        ]
+        return sum(a.nbytes for a in arrays if a is not None) + 8 * len(self.window_ids)
+
+    @property
     def runs(self) -> int:
         return self.errors.shape[0]
 
@@ -102,8 +115,9 @@ class Evaluation:
 def naive_forecasts(batch: WindowBatch, levels: Sequence[float] = (), cost: float = 0.0) -> Forecasts:
     """The persistence forecast of ``batch``'s windows (the last close: a predicted return of 0), one run."""
     last, target = batch.last_close.numpy(), batch.target.numpy()
-    return Forecasts(np.broadcast_to(last[None, :, None], (1, *target.shape)), target, last, levels=tuple(levels),
-                     cost=cost)
+    return Forecasts(
+        np.broadcast_to(last[None, :, None], (1, *target.shape)), target, last, levels=tuple(levels), cost=cost
+    )
 
 
 def naive_errors(batch: WindowBatch, metric: Metric) -> np.ndarray:
@@ -122,7 +136,7 @@ def forecast_errors(point: torch.Tensor, batch: WindowBatch) -> tuple[np.ndarray
 
 def tensor_bytes(obj: Any) -> int:
     """The bytes of the tensors and arrays in ``obj``, found through dataclasses, mappings and sequences."""
-    if isinstance(obj, (torch.Tensor, np.ndarray, CachedDraw)):
+    if isinstance(obj, (torch.Tensor, np.ndarray, CachedDraw, Evaluation)):
         return obj.nbytes
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
@@ -213,8 +227,9 @@ class CachedDraw:
     def nbytes(self) -> int:
         return self.samples.nbytes + sum(r.nbytes + p.nbytes for r, p in self.tables.values())
 
-    def errors(self, count: int, name: str, aggregator: Aggregator,
-               batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
+    def errors(
+        self, count: int, name: str, aggregator: Aggregator, batch: WindowBatch
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The return and price errors ``[runs, windows]`` of ``aggregator`` (registered as ``name``) on the
         first ``count`` samples."""
         column = self.columns.get(name)
@@ -253,10 +268,21 @@ class Evaluator:
     quantile ``levels`` pinball loss scores and the ``cost`` per trade of the sign strategy.
     """
 
-    def __init__(self, backend: ModelBackend, aggregators: Mapping[str, Aggregator], series: Series,
-                 rows: range, horizon: int, metric: str = "pct_return_mae", caches: Caches | None = None,
-                 name: str = "backend", max_samples: int | None = None, metrics: Mapping[str, Metric] | None = None,
-                 levels: Sequence[float] = (0.1, 0.5, 0.9), cost: float = 0.0):
+    def __init__(
+        self,
+        backend: ModelBackend,
+        aggregators: Mapping[str, Aggregator],
+        series: Series,
+        rows: range,
+        horizon: int,
+        metric: str = "pct_return_mae",
+        caches: Caches | None = None,
+        name: str = "backend",
+        max_samples: int | None = None,
+        metrics: Mapping[str, Metric] | None = None,
+        levels: Sequence[float] = (0.1, 0.5, 0.9),
+        cost: float = 0.0,
+    ):
         self.backend = backend
         self.aggregators = aggregators
         self.series = series
@@ -280,8 +306,9 @@ class Evaluator:
 
         return self.caches.states.get((*self._data, *(params[k] for k in self.backend.encode_keys)), encode)
 
-    def _draw(self, batch: WindowBatch, state: Any, params: Mapping[str, Any],
-              seeds: tuple[int, ...]) -> tuple[torch.Tensor, CachedDraw | None, Hashable]:
+    def _draw(
+        self, batch: WindowBatch, state: Any, params: Mapping[str, Any], seeds: tuple[int, ...]
+    ) -> tuple[torch.Tensor, CachedDraw | None, Hashable]:
         """``params``' samples ``[runs, windows, count, horizon]``, with the cached draw they were cut from
         and its key (``None``: drawn at the config's own count, as the sample cache does not serve it)."""
         draws = Draws(tuple(seeds), batch.window_ids, device=self.backend.runtime.device)
@@ -298,8 +325,9 @@ class Evaluator:
         cached = self.caches.draws.get(key, draw)
         return cached.samples[:, :, : int(params[count_key])], cached, key
 
-    def _sampled(self, batch: WindowBatch, state: Any, params: Mapping[str, Any],
-                 seeds: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def _sampled(
+        self, batch: WindowBatch, state: Any, params: Mapping[str, Any], seeds: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The return and price errors ``[runs, windows]`` of ``params``' aggregate of its samples, through
         the sample cache's tables when it serves them."""
         name = params["aggregate"]
@@ -310,26 +338,40 @@ class Evaluator:
         self.caches.draws.measure(key)
         return errors
 
-    def _checked(self, samples: Any, batch: WindowBatch, seeds: tuple[int, ...],
-                 params: Mapping[str, Any]) -> torch.Tensor:
+    def _checked(
+        self, samples: Any, batch: WindowBatch, seeds: tuple[int, ...], params: Mapping[str, Any]
+    ) -> torch.Tensor:
         count = int(params[self.backend.samples_param]) if self.backend.samples_param else None
-        return check_output(self.name, "sample", samples, (len(seeds), len(batch), count, batch.horizon),
-                            "[runs, windows, samples, horizon]")
+        return check_output(
+            self.name,
+            "sample",
+            samples,
+            (len(seeds), len(batch), count, batch.horizon),
+            "[runs, windows, samples, horizon]",
+        )
 
-    def _forecasts(self, batch: WindowBatch, state: Any, params: Mapping[str, Any],
-                   seeds: tuple[int, ...]) -> tuple[Forecasts, tuple[int, ...]]:
+    def _forecasts(
+        self, batch: WindowBatch, state: Any, params: Mapping[str, Any], seeds: tuple[int, ...]
+    ) -> tuple[Forecasts, tuple[int, ...]]:
         """What the metrics see (``core.metrics.Forecasts``), and the seeds (none for exact aggregates)."""
         target, last = batch.target.numpy(), batch.last_close.numpy()
         aggregator = self.aggregators[params["aggregate"]]
         exact = self.backend.exact(state, params, aggregator)
         if exact is not None:
+
             def quantiles(levels: Sequence[float]) -> np.ndarray:
                 values = [self.backend.exact(state, params, quantile(q)) for q in levels]
                 return torch.stack(values).to("cpu", torch.float64).numpy()[None]  # [1, levels, windows, horizon]
 
             point = check_output(self.name, "exact", exact, (len(batch), batch.horizon), "[windows, horizon]")
-            return Forecasts(point.to("cpu", torch.float64).numpy()[None], target, last, quantile=quantiles,
-                             levels=self.levels, cost=self.cost), ()
+            return Forecasts(
+                point.to("cpu", torch.float64).numpy()[None],
+                target,
+                last,
+                quantile=quantiles,
+                levels=self.levels,
+                cost=self.cost,
+            ), ()
         samples = self._draw(batch, state, params, seeds)[0]
         point = aggregator(samples, dim=2).to("cpu", torch.float64).numpy()
         ordered = np.sort(samples.to("cpu", torch.float64).numpy(), axis=2)
@@ -360,9 +402,19 @@ class Evaluator:
                 else:
                     return_errors, price_errors = self._sampled(batch, state, params, tuple(seeds))
                 errors = return_errors if self.metric == "pct_return_mae" else price_errors
-        return Evaluation(errors=errors, price_errors=price_errors, seeds=tuple(seeds), window_ids=window_ids,
-                          latency_s=time.perf_counter() - start, exact=not seeds, metric=self.metric,
-                          return_errors=return_errors, naive_errors=naive, losses=losses, naive_losses=naive_losses)
+        return Evaluation(
+            errors=errors,
+            price_errors=price_errors,
+            seeds=tuple(seeds),
+            window_ids=window_ids,
+            latency_s=time.perf_counter() - start,
+            exact=not seeds,
+            metric=self.metric,
+            return_errors=return_errors,
+            naive_errors=naive,
+            losses=losses,
+            naive_losses=naive_losses,
+        )
 
 
 class PooledEvaluator:
@@ -378,18 +430,26 @@ class PooledEvaluator:
 def joined(parts: Sequence[Evaluation]) -> Evaluation:
     """Evaluations of one config on several groups of windows as one, their windows side by side in order:
     joining groups that were joined already gives what joining all their parts at once gives."""
+
     def join(name: str) -> np.ndarray:
         return np.concatenate([getattr(p, name) for p in parts], axis=-1)
 
     def join_losses(name: str) -> dict[str, np.ndarray] | None:
         first = getattr(parts[0], name)
-        return None if first is None else {k: np.concatenate([getattr(p, name)[k] for p in parts], axis=-1)
-                                           for k in first}
+        return (
+            None if first is None else {k: np.concatenate([getattr(p, name)[k] for p in parts], axis=-1) for k in first}
+        )
 
-    return Evaluation(errors=join("errors"), price_errors=join("price_errors"),
-                      seeds=max((p.seeds for p in parts), key=len),
-                      window_ids=tuple(w for p in parts for w in p.window_ids),
-                      latency_s=sum(p.latency_s for p in parts), exact=all(p.exact for p in parts),
-                      metric=parts[0].metric, return_errors=join("return_errors"),
-                      naive_errors=join("naive_errors"), losses=join_losses("losses"),
-                      naive_losses=join_losses("naive_losses"))
+    return Evaluation(
+        errors=join("errors"),
+        price_errors=join("price_errors"),
+        seeds=max((p.seeds for p in parts), key=len),
+        window_ids=tuple(w for p in parts for w in p.window_ids),
+        latency_s=sum(p.latency_s for p in parts),
+        exact=all(p.exact for p in parts),
+        metric=parts[0].metric,
+        return_errors=join("return_errors"),
+        naive_errors=join("naive_errors"),
+        losses=join_losses("losses"),
+        naive_losses=join_losses("naive_losses"),
+    )

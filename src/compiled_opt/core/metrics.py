@@ -152,8 +152,13 @@ def builtin_metrics() -> list[Metric]:
         Metric("crps", crps, "CRPS of the predicted return's distribution"),
         Metric("pinball", pinball_loss, "pinball loss at the forecast quantiles"),
         Metric("hit_rate", hit_loss, "share of rows whose direction the forecast got right", lambda m: 1 - m, True),
-        Metric("strategy_return", strategy_loss, "mean return per row of a long/short sign strategy, after costs",
-               lambda m: 0.0 - m, True),  # 0.0 - m: no -0 for the flat naive forecast
+        Metric(
+            "strategy_return",
+            strategy_loss,
+            "mean return per row of a long/short sign strategy, after costs",
+            lambda m: 0.0 - m,
+            True,
+        ),  # 0.0 - m: no -0 for the flat naive forecast
     ]
 
 

@@ -24,8 +24,10 @@ def symbol_problem(name: object) -> str | None:
     """Why ``name`` is not a symbol, or ``None`` if it is one."""
     if isinstance(name, str) and SYMBOL.fullmatch(name):
         return None
-    return (f"{name!r} is not a symbol: use at most {MAX_LENGTH} letters, digits and . - _ ^ =, starting with a"
-            " letter, a digit or ^ (e.g. BRK.B, BTC-USD, ^GSPC, EURUSD=X)")
+    return (
+        f"{name!r} is not a symbol: use at most {MAX_LENGTH} letters, digits and . - _ ^ =, starting with a"
+        " letter, a digit or ^ (e.g. BRK.B, BTC-USD, ^GSPC, EURUSD=X)"
+    )
 
 
 def check_symbol(name: object, where: str) -> str:
@@ -41,6 +43,9 @@ def check_model_name(name: object, where: str) -> str:
     if isinstance(name, str) and name.lower() in RESERVED_MODELS:
         raise UsageError(f"{name!r} cannot name a model: {name.lower()}/ holds the best config per symbol", where)
     if not (isinstance(name, str) and MODEL.fullmatch(name)):
-        raise UsageError(f"{name!r} cannot name a model (it names a folder of output.directory): use at most"
-                         f" {MAX_LENGTH} letters, digits and . - _, starting with a letter or a digit", where)
+        raise UsageError(
+            f"{name!r} cannot name a model (it names a folder of output.directory): use at most"
+            f" {MAX_LENGTH} letters, digits and . - _, starting with a letter or a digit",
+            where,
+        )
     return name

@@ -14,8 +14,13 @@ from compiled_opt.core import hookspecs
 from compiled_opt.core.errors import OptionError, PluginError, UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "compiled_opt"
-KINDS = {"backends": "backend", "policies": "policy", "aggregators": "aggregator", "metrics": "metric",
-         "executors": "executor"}
+KINDS = {
+    "backends": "backend",
+    "policies": "policy",
+    "aggregators": "aggregator",
+    "metrics": "metric",
+    "executors": "executor",
+}
 
 
 def make_plugin_manager(extra: tuple[object, ...] = ()) -> pluggy.PluginManager:
@@ -38,9 +43,7 @@ class Registry:
 
     def add(self, name: str, obj: Any, source: str) -> None:
         if name in self.entries:
-            raise UsageError(
-                f"{self.noun} {name!r} registered twice: by {self.entries[name][1]} and by {source}"
-            )
+            raise UsageError(f"{self.noun} {name!r} registered twice: by {self.entries[name][1]} and by {source}")
         self.entries[name] = (obj, source)
 
     def get(self, name: str, where: str | None = None) -> Any:
@@ -72,8 +75,9 @@ class Registry:
             raise UsageError(str(exc), where) from exc
         except Exception as exc:
             first = (str(exc).splitlines() or [""])[0]
-            raise PluginError(f"{self.noun} {name!r} ({self.source(name)}) failed to start: {type(exc).__name__}:"
-                              f" {first}") from exc
+            raise PluginError(
+                f"{self.noun} {name!r} ({self.source(name)}) failed to start: {type(exc).__name__}: {first}"
+            ) from exc
 
 
 @dataclass
@@ -87,7 +91,7 @@ class Plugins:
     executors: Registry
 
     @classmethod
-    def load(cls, pm: pluggy.PluginManager | None = None) -> "Plugins":
+    def load(cls, pm: pluggy.PluginManager | None = None) -> Plugins:
         pm = pm or make_plugin_manager()
         registries = {kind: Registry(kind, noun) for kind, noun in KINDS.items()}
         dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}

@@ -85,9 +85,14 @@ def parse_entry(raw: Any, where: str) -> Range | Choices:
             raise UsageError(f"{form} lists a value twice", f"{where}.{form}")
         return Choices(tuple(value), ordered=form == "ordered")
     number = int if form == "int" else (int, float)
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, number) and not isinstance(v, bool) for v in value)):
-        raise UsageError(f"{form} needs [low, high] as two {'integers' if form == 'int' else 'numbers'}", f"{where}.{form}")
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, number) and not isinstance(v, bool) for v in value)
+    ):
+        raise UsageError(
+            f"{form} needs [low, high] as two {'integers' if form == 'int' else 'numbers'}", f"{where}.{form}"
+        )
     lo, hi = value
     if not lo < hi:
         raise UsageError(f"empty range [{lo}, {hi}]: low must be below high", f"{where}.{form}")
@@ -118,7 +123,9 @@ def grid(space: Space) -> list[dict[str, Any]] | None:
     """Every point of a space made only of choices, or ``None`` if it has a range."""
     if not all(isinstance(entry, Choices) for entry in space.values()):
         return None
-    return [dict(zip(space, values)) for values in itertools.product(*(e.points() for e in space.values()))]
+    return [
+        dict(zip(space, values, strict=True)) for values in itertools.product(*(e.points() for e in space.values()))
+    ]
 
 
 def grid_size(space: Space) -> int | None:

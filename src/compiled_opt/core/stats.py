@@ -78,6 +78,13 @@ class Across:
 
         better, worse = int((x < 0).sum()), int((x > 0).sum())
         sign_p = float(st.binomtest(better, better + worse).pvalue) if better + worse else 1.0
-        return cls(n=int(x.size), better=better, worse=worse, mean=float(x.mean()),
-                   sem=float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None, median=float(np.median(x)),
-                   trimmed=float(st.trim_mean(x, cls.TRIM)), sign_p=sign_p)
+        return cls(
+            n=int(x.size),
+            better=better,
+            worse=worse,
+            mean=float(x.mean()),
+            sem=float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None,
+            median=float(np.median(x)),
+            trimmed=float(st.trim_mean(x, cls.TRIM)),
+            sign_p=sign_p,
+        )

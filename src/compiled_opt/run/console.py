@@ -38,9 +38,23 @@ from compiled_opt.tuning.jobs import JobSpec, TrialBatch
 LEVELS = ("debug", "info", "warning")
 RULE = "═" * 72
 # the numbers behind a decision, shown first when a policy records them (all are stored)
-DECISION_KEYS = ("incumbent_mean", "challenger_mean", "mean_difference", "se_difference", "statistic", "df",
-                 "p_value", "mc_se", "window_se", "relative_improvement", "threshold", "resolution_se", "runs_spent",
-                 "stopped", "stage_summary")
+DECISION_KEYS = (
+    "incumbent_mean",
+    "challenger_mean",
+    "mean_difference",
+    "se_difference",
+    "statistic",
+    "df",
+    "p_value",
+    "mc_se",
+    "window_se",
+    "relative_improvement",
+    "threshold",
+    "resolution_se",
+    "runs_spent",
+    "stopped",
+    "stage_summary",
+)
 
 
 def se_reduction(runs: int) -> float:
@@ -55,13 +69,16 @@ def out_of_sample_line(changes: Sequence[float | None], label: str = "test MAE")
     if a is None:
         return None
     sem = "one symbol: no sem" if a.sem is None else f"sem {100 * a.sem:.2f}%"
-    return (f"{label} vs defaults: better on {a.better} of {a.n} symbols (sign test p={a.sign_p:.2g}), median change "
-            f"{100 * a.median:+.2f}%, mean {100 * a.mean:+.2f}% ({sem}), {100 * Across.TRIM:.0f}%-trimmed mean "
-            f"{100 * a.trimmed:+.2f}% (negative: lower error than the model's defaults)")
+    return (
+        f"{label} vs defaults: better on {a.better} of {a.n} symbols (sign test p={a.sign_p:.2g}), median change "
+        f"{100 * a.median:+.2f}%, mean {100 * a.mean:+.2f}% ({sem}), {100 * Across.TRIM:.0f}%-trimmed mean "
+        f"{100 * a.trimmed:+.2f}% (negative: lower error than the model's defaults)"
+    )
 
 
-def metrics_table(comparisons: Sequence[Mapping[str, MetricComparison]], metrics: Mapping[str, Metric],
-                  title: str = "Test metrics") -> Table | None:
+def metrics_table(
+    comparisons: Sequence[Mapping[str, MetricComparison]], metrics: Mapping[str, Metric], title: str = "Test metrics"
+) -> Table | None:
     """Every metric across jobs: the stored configs', the models' defaults' and the naive forecast's mean, in
     the metric's own units, and the configs' difference from the defaults (mean over jobs, with its
     standard error over the jobs' paired differences, or over the windows for one job) and on how many
@@ -70,8 +87,15 @@ def metrics_table(comparisons: Sequence[Mapping[str, MetricComparison]], metrics
     if not rows:
         return None
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for name, justify in (("Metric", "left"), ("Stored config", "right"), ("Model defaults", "right"),
-                          ("Naive", "right"), ("Config vs defaults", "right"), ("Better on", "right"), ("", "left")):
+    for name, justify in (
+        ("Metric", "left"),
+        ("Stored config", "right"),
+        ("Model defaults", "right"),
+        ("Naive", "right"),
+        ("Config vs defaults", "right"),
+        ("Better on", "right"),
+        ("", "left"),
+    ):
         table.add_column(name, justify=justify)
     for name, metric in metrics.items():
         per_job = [c[name] for c in rows if name in c]
@@ -81,9 +105,13 @@ def metrics_table(comparisons: Sequence[Mapping[str, MetricComparison]], metrics
         diff = shown["config"] - shown["defaults"]
         se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else per_job[0].se
         better = sum(c.difference > 0 for c in per_job)
-        table.add_row(name, *(f"{shown[k].mean():.6g}" for k in ("config", "defaults", "naive")),
-                      f"{diff.mean():+.4g} ± {se:.2g}", f"{better} of {len(per_job)}",
-                      "higher is better" if metric.higher_is_better else "lower is better")
+        table.add_row(
+            name,
+            *(f"{shown[k].mean():.6g}" for k in ("config", "defaults", "naive")),
+            f"{diff.mean():+.4g} ± {se:.2g}",
+            f"{better} of {len(per_job)}",
+            "higher is better" if metric.higher_is_better else "lower is better",
+        )
     return table
 
 
@@ -95,25 +123,32 @@ def warnings_of(rows: Sequence[Mapping[str, Any]], label: str = "test") -> list[
         where = f"{r['symbol']}/{r['model']}"
         change, se = r.get("test_change"), r.get("test_se")
         if change is not None and se is not None and change > 2 * se:
-            out.append(f"{where}: worse than the model's defaults on {label} by {100 * change:+.2f}% "
-                       f"(more than 2 SE, {100 * se:.2f}%)")
+            out.append(
+                f"{where}: worse than the model's defaults on {label} by {100 * change:+.2f}% "
+                f"(more than 2 SE, {100 * se:.2f}%)"
+            )
         if r.get("skill") is not None and r["skill"] < 0:
             out.append(f"{where}: worse than the naive forecast on {label} (skill {r['skill']:+.4f})")
     a = Across.of([r["test_change"] for r in rows if r.get("test_change") is not None])
     if a is not None and a.n > 1 and (a.mean > 0) != (a.median > 0):
-        out.append(f"across symbols the mean change ({100 * a.mean:+.2f}%) and the median ({100 * a.median:+.2f}%)"
-                   " disagree: a few symbols drive the mean")
+        out.append(
+            f"across symbols the mean change ({100 * a.mean:+.2f}%) and the median ({100 * a.median:+.2f}%)"
+            " disagree: a few symbols drive the mean"
+        )
     elif a is not None and a.median > 0:
-        out.append(f"across symbols the stored configs are worse than the model's defaults on {label}"
-                   f" (median {100 * a.median:+.2f}%)")
+        out.append(
+            f"across symbols the stored configs are worse than the model's defaults on {label}"
+            f" (median {100 * a.median:+.2f}%)"
+        )
     return out
 
 
 class Console:
     """The run's console output; see the module docstring."""
 
-    def __init__(self, stream: TextIO | None = None, level: str = "info", json_summary: bool = False,
-                 progress_s: float = 10.0):
+    def __init__(
+        self, stream: TextIO | None = None, level: str = "info", json_summary: bool = False, progress_s: float = 10.0
+    ):
         self.stream = stream
         self.level = LEVELS.index(level)
         self.json_summary = json_summary
@@ -126,8 +161,9 @@ class Console:
     def out(self) -> RichConsole:
         stream = self.stream or sys.stdout
         if self._rich is None or self._rich.file is not stream:
-            self._rich = RichConsole(file=stream, highlight=False, soft_wrap=True,
-                                     width=None if stream.isatty() else 160)
+            self._rich = RichConsole(
+                file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 160
+            )
         return self._rich
 
     def line(self, text: str = "", level: str = "info") -> None:
@@ -152,9 +188,16 @@ class Console:
         self.done_trials: dict[JobId, int] = {}
         self.started = self.shown = time.monotonic()
         if self.out.is_terminal and self.level <= LEVELS.index("info") and jobs:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("trials"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                     console=self.out, transient=True)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("trials"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.out,
+                transient=True,
+            )
             self.task = self.progress.add_task(f"{len(jobs)} jobs", total=sum(self.totals.values()))
             self.progress.start()
 
@@ -172,9 +215,12 @@ class Console:
             self.progress.update(self.task, advance=len(event.rows))
         failed = sum(r.score is None for r in event.rows)
         secs = sum(r.latency_s for r in event.rows) / len(event.rows)
-        self.line(f"  {event.job}: {done}/{self.totals.get(event.job, done)} trials | best so far "
-                  f"{self.best.get(event.job, math.nan):.6f} | {secs:.4f} s/trial"
-                  + (f" | {failed} failed" if failed else ""), level="debug")
+        self.line(
+            f"  {event.job}: {done}/{self.totals.get(event.job, done)} trials | best so far "
+            f"{self.best.get(event.job, math.nan):.6f} | {secs:.4f} s/trial"
+            + (f" | {failed} failed" if failed else ""),
+            level="debug",
+        )
         if self.progress is None and time.monotonic() - self.shown >= self.progress_s:
             self.line(self.progress_line())
 
@@ -185,8 +231,10 @@ class Console:
         finished = sum(self.done_trials.get(j, 0) >= n for j, n in self.totals.items())
         elapsed = now - self.started
         left = f", about {_clock(elapsed / done * (total - done))} left" if done else ""
-        return (f"  progress: {done}/{total} trials ({100 * done / total:.0f}%), {finished} of {len(self.totals)}"
-                f" jobs done, {_clock(elapsed)} elapsed{left}")
+        return (
+            f"  progress: {done}/{total} trials ({100 * done / total:.0f}%), {finished} of {len(self.totals)}"
+            f" jobs done, {_clock(elapsed)} elapsed{left}"
+        )
 
     def job_failed(self, job: JobId, error: str, trace: str) -> None:
         self.line(f"FAILED {job}: {error}", level="warning")
@@ -201,9 +249,12 @@ class Console:
             self.line(f"Pooled stage {job.job_id}: {what} {dict(done.config)}: {done.decision.reason}")
             return
         self._job_block(job, done)
-        shown = [f"{name} {' | '.join(f'{metric.shown(getattr(c, k)):.4g}' for k in ('config', 'defaults', 'naive'))}"
-                 for name, metric in metrics.items() for c in [done.out_of_sample.metrics.get(name)]
-                 if c is not None and name != "pct_return_mae"]
+        shown = [
+            f"{name} {' | '.join(f'{metric.shown(getattr(c, k)):.4g}' for k in ('config', 'defaults', 'naive'))}"
+            for name, metric in metrics.items()
+            for c in [done.out_of_sample.metrics.get(name)]
+            if c is not None and name != "pct_return_mae"
+        ]
         if shown:
             self.line(f"  Test metrics (stored | defaults | naive): {', '.join(shown)}")
 
@@ -211,38 +262,54 @@ class Console:
         runs, search = len(job.seeds.search), done.search
         self.line(RULE)
         self.line(f"Optimizing {job.model} (backend {job.backend}) for {job.symbol}")
-        self.line(f"Trials: {search.trials} | Validation windows: {len(job.validation[0])} | "
-                  f"Test windows: {len(job.test[0])}")
+        self.line(
+            f"Trials: {search.trials} | Validation windows: {len(job.validation[0])} | Test windows: {len(job.test[0])}"
+        )
         if done.challenger_validation.exact:
-            self.line("Eval runs per config: 1 (exact aggregates from the predictive distribution: no Monte Carlo"
-                      " noise)")
+            self.line(
+                "Eval runs per config: 1 (exact aggregates from the predictive distribution: no Monte Carlo noise)"
+            )
         else:
-            self.line(f"Eval runs per config: {runs} (Monte Carlo standard error {100 * se_reduction(runs):.0f}% "
-                      f"lower than one run: 1 - 1/sqrt({runs}))")
-        self.line(f"Search: {search.method} | Acceptance policy: {job.policy} | Reference: "
-                  f"{'stored config' if job.reference_kind is ReferenceKind.STORED else 'model defaults'}")
+            self.line(
+                f"Eval runs per config: {runs} (Monte Carlo standard error {100 * se_reduction(runs):.0f}% "
+                f"lower than one run: 1 - 1/sqrt({runs}))"
+            )
+        self.line(
+            f"Search: {search.method} | Acceptance policy: {job.policy} | Reference: "
+            f"{'stored config' if job.reference_kind is ReferenceKind.STORED else 'model defaults'}"
+        )
         self.line(RULE)
         extra = ", ".join(f"{n} {w}" for n, w in ((search.cached, "cached"), (search.failed, "failed")) if n)
-        self.line(f"  Scored {search.trials} trials{f' ({extra})' if extra else ''}; recommendation: "
-                  f"{search.challenger}")
+        self.line(
+            f"  Scored {search.trials} trials{f' ({extra})' if extra else ''}; recommendation: {search.challenger}"
+        )
         gate = done.decision.pooled_gate
         if gate:
             self.line(f"  Against the pooled config: p={gate.p_value:.3g} ({'kept own' if gate.accept else 'pooled'})")
         self.evaluation("Reference ", done.reference_validation)
         self.evaluation("Challenger", done.challenger_validation)
         reason = done.decision.reason
-        self.decision(done.replaced, reason if done.status is not Status.FORCED else f"forced (--force); {reason}",
-                      {**done.decision.stats, "resolution_se": done.decision.resolution_se})
+        self.decision(
+            done.replaced,
+            reason if done.status is not Status.FORCED else f"forced (--force); {reason}",
+            {**done.decision.stats, "resolution_se": done.decision.resolution_se},
+        )
         oos = done.out_of_sample
-        self.line(f"  Test (never used to choose), {'stored' if done.replaced else 'kept'} config: MAE "
-                  f"{oos.config_mae:.6f}, skill {oos.skill:+.4f} against the naive forecast; vs the model's defaults "
-                  f"{100 * oos.change:+.2f}% (SE {100 * oos.relative_se:.2f}%)")
+        self.line(
+            f"  Test (never used to choose), {'stored' if done.replaced else 'kept'} config: MAE "
+            f"{oos.config_mae:.6f}, skill {oos.skill:+.4f} against the naive forecast; vs the model's defaults "
+            f"{100 * oos.change:+.2f}% (SE {100 * oos.relative_se:.2f}%)"
+        )
 
     def evaluation(self, label: str, m: Metrics) -> None:
-        spread = ("exact: no Monte Carlo spread" if m.exact else
-                  f"Monte Carlo sd {m.std:.6f}, sem {m.sem:.6f} over {m.runs} runs")
-        self.line(f"  {label}: MAE {m.value:.6f} ({spread}; window-to-window sd {m.window_sd:.6f}, "
-                  f"sem {m.window_sem:.6f})")
+        spread = (
+            "exact: no Monte Carlo spread"
+            if m.exact
+            else f"Monte Carlo sd {m.std:.6f}, sem {m.sem:.6f} over {m.runs} runs"
+        )
+        self.line(
+            f"  {label}: MAE {m.value:.6f} ({spread}; window-to-window sd {m.window_sd:.6f}, sem {m.window_sem:.6f})"
+        )
 
     def decision(self, accept: bool, reason: str, stats: Mapping[str, Any]) -> None:
         self.line(f"  {'UPDATING' if accept else 'NOT updating'} config: {reason}")
@@ -255,33 +322,69 @@ class Console:
     def table(self, table: Table) -> None:
         self.out.print(table)
 
-    def summary(self, results: Sequence[JobOutcome | JobId], state: RunState, run_dir: Any, next_steps: str,
-                skipped: Mapping[str, str] | None = None, metrics: Mapping[str, Metric] | None = None) -> None:
+    def summary(
+        self,
+        results: Sequence[JobOutcome | JobId],
+        state: RunState,
+        run_dir: Any,
+        next_steps: str,
+        skipped: Mapping[str, str] | None = None,
+        metrics: Mapping[str, Metric] | None = None,
+    ) -> None:
         """The run's table, one row per (symbol, model) job (a failed job: its id), the lines across them,
         its warnings, and the commands that look at the results (``next_steps``)."""
         rows = [summary_row(r, state) for r in results]
         line = out_of_sample_line([r["test_change"] for r in rows])
         warnings = warnings_of(rows)
         if self.json_summary:
-            print(json.dumps({"run_id": run_dir.run_id, "run_dir": str(run_dir.path), "jobs": rows,
-                              "out_of_sample": line, "warnings": warnings, "skipped": dict(skipped or {})}),
-                  file=self.stream or sys.stdout)
+            print(
+                json.dumps(
+                    {
+                        "run_id": run_dir.run_id,
+                        "run_dir": str(run_dir.path),
+                        "jobs": rows,
+                        "out_of_sample": line,
+                        "warnings": warnings,
+                        "skipped": dict(skipped or {}),
+                    }
+                ),
+                file=self.stream or sys.stdout,
+            )
             return
         table = Table(title=f"Run {run_dir.run_id}", title_justify="left", box=None, pad_edge=False)
-        for name, justify in (("Symbol", "left"), ("Model", "left"), ("Status", "left"), ("Kept val MAE", "right"),
-                              ("Challenger val MAE", "right"), ("Val improvement", "right"), ("Test MAE", "right"),
-                              ("Skill", "right"), ("Test MAE vs defaults", "right")):
+        for name, justify in (
+            ("Symbol", "left"),
+            ("Model", "left"),
+            ("Status", "left"),
+            ("Kept val MAE", "right"),
+            ("Challenger val MAE", "right"),
+            ("Val improvement", "right"),
+            ("Test MAE", "right"),
+            ("Skill", "right"),
+            ("Test MAE vs defaults", "right"),
+        ):
             table.add_column(name, justify=justify)
         for r in rows:
             flag = " (below resolution)" if r["below_resolution"] else ""
             change = "-" if r["test_change"] is None else f"{100 * r['test_change']:+.2f}% ± {100 * r['test_se']:.2f}%"
-            table.add_row(r["symbol"], r["model"], r["status"] + flag, _fmt(r["validation_mae"]),
-                          _fmt(r["challenger_mae"]), _pct(r["improvement"]), _fmt(r["test_mae"]),
-                          _fmt(r["skill"], "+.4f"), change)
+            table.add_row(
+                r["symbol"],
+                r["model"],
+                r["status"] + flag,
+                _fmt(r["validation_mae"]),
+                _fmt(r["challenger_mae"]),
+                _pct(r["improvement"]),
+                _fmt(r["test_mae"]),
+                _fmt(r["skill"], "+.4f"),
+                change,
+            )
         self.out.print(table)
         finished = [r.out_of_sample.metrics for r in results if isinstance(r, JobOutcome)]
-        across = metrics_table(finished, metrics or {}, "Test metrics across jobs (stored configs against the models'"
-                               " defaults and the naive forecast)")
+        across = metrics_table(
+            finished,
+            metrics or {},
+            "Test metrics across jobs (stored configs against the models' defaults and the naive forecast)",
+        )
         if across is not None:
             self.out.print(across)
         for r in rows:
@@ -304,8 +407,10 @@ def counts_line(statuses: Sequence[str], skipped: int = 0) -> str:
     """``4 jobs: 3 stored (tuned 1, pooled 2), 0 kept, 1 failed`` (and the skipped symbols, if any)."""
     stored = [s for s in statuses if Status(s).stores]
     parts = ", ".join(f"{s.value} {stored.count(s)}" for s in Status if s.stores and stored.count(s))
-    text = (f"{len(statuses)} jobs: {len(stored)} stored{f' ({parts})' if parts else ''}, "
-            f"{list(statuses).count(Status.KEPT)} kept, {list(statuses).count(Status.FAILED)} failed")
+    text = (
+        f"{len(statuses)} jobs: {len(stored)} stored{f' ({parts})' if parts else ''}, "
+        f"{list(statuses).count(Status.KEPT)} kept, {list(statuses).count(Status.FAILED)} failed"
+    )
     return text + (f"; {skipped} symbol{'s' * (skipped != 1)} skipped" if skipped else "")
 
 
@@ -313,15 +418,35 @@ def summary_row(result: JobOutcome | JobId, state: RunState) -> dict[str, Any]:
     """One summary line as plain values: the kept config's validation and test errors, the decision's numbers."""
     if isinstance(result, JobId):
         job = state.jobs.get(result)
-        return {"symbol": result.symbol, "model": result.model, "status": Status.FAILED.value,
-                "error": job.error if job else "", "validation_mae": None, "challenger_mae": None,
-                "improvement": None, "test_mae": None, "test_change": None, "test_se": None, "skill": None,
-                "below_resolution": False}
+        return {
+            "symbol": result.symbol,
+            "model": result.model,
+            "status": Status.FAILED.value,
+            "error": job.error if job else "",
+            "validation_mae": None,
+            "challenger_mae": None,
+            "improvement": None,
+            "test_mae": None,
+            "test_change": None,
+            "test_se": None,
+            "skill": None,
+            "below_resolution": False,
+        }
     oos = result.out_of_sample
-    return {"symbol": result.job.symbol, "model": result.job.model, "status": result.status.value, "error": "",
-            "validation_mae": result.kept_validation.value, "challenger_mae": result.challenger_validation.value,
-            "improvement": result.improvement, "test_mae": oos.config_mae, "test_change": oos.change,
-            "test_se": oos.relative_se, "skill": oos.skill, "below_resolution": result.decision.below_resolution}
+    return {
+        "symbol": result.job.symbol,
+        "model": result.job.model,
+        "status": result.status.value,
+        "error": "",
+        "validation_mae": result.kept_validation.value,
+        "challenger_mae": result.challenger_validation.value,
+        "improvement": result.improvement,
+        "test_mae": oos.config_mae,
+        "test_change": oos.change,
+        "test_se": oos.relative_se,
+        "skill": oos.skill,
+        "below_resolution": result.decision.below_resolution,
+    }
 
 
 def _clock(seconds: float) -> str:

@@ -52,17 +52,29 @@ def new_run_id() -> str:
 def next_steps(config: Config, run_id: str) -> str:
     """The commands that look at a run's results, as a user can paste them."""
     where = shlex.quote(str(config.path))
-    out = (f" --output {shlex.quote(str(Path(config.output.directory).parent))}"
-           if config.flags.get("output.directory") == "--output" else "")
-    return (f"compiled-opt report {where} {run_id}{out} | compiled-opt show {where}{out} | "
-            f"compiled-opt evaluate {where}{out}")
+    out = (
+        f" --output {shlex.quote(str(Path(config.output.directory).parent))}"
+        if config.flags.get("output.directory") == "--output"
+        else ""
+    )
+    return (
+        f"compiled-opt report {where} {run_id}{out} | compiled-opt show {where}{out} | "
+        f"compiled-opt evaluate {where}{out}"
+    )
 
 
 class Run:
     """One ``compiled-opt run``: every check happens in the constructor, before anything is written."""
 
-    def __init__(self, config: Config, plugins: Plugins | None = None, console: Console | None = None,
-                 resume: str | None = None, debug: bool = False, allow_large: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        plugins: Plugins | None = None,
+        console: Console | None = None,
+        resume: str | None = None,
+        debug: bool = False,
+        allow_large: bool = False,
+    ):
         self.config, self.plugins = config, plugins or Plugins.load()
         self.metrics = {name: self.plugins.metrics.get(name) for name in self.plugins.metrics}
         self.console, self.debug = console or Console(), debug
@@ -85,8 +97,11 @@ class Run:
         earlier, outcomes = self._resumed(resume) if resume else (None, {})
         self.resuming = earlier is not None
         run_id = earlier.run_id if earlier else new_run_id()
-        run_seed = earlier.run_seed if earlier else (
-            config.search.seed if isinstance(config.search.seed, int) else secrets.randbits(31))
+        run_seed = (
+            earlier.run_seed
+            if earlier
+            else (config.search.seed if isinstance(config.search.seed, int) else secrets.randbits(31))
+        )
         out = config.output.directory
         self._lock(out / LOCK_NAME, run_id, f"the output folder {out}", config.where("output.directory"))
         self.plan = Plan(config, self.plugins, run_id, run_seed, allow_large)
@@ -96,15 +111,22 @@ class Run:
         if earlier:
             self._check_resumable(earlier, fingerprints)
         self.state = earlier or RunState(
-            run_id, dt.datetime.now(dt.UTC).isoformat(), Snapshot(**config.snapshot()), config.fingerprint(),
-            fingerprints, run_seed, {name: m.defaults for name, m in self.plan.models.items()},
-            engine_version=compiled_opt.__version__)
+            run_id,
+            dt.datetime.now(dt.UTC).isoformat(),
+            Snapshot(**config.snapshot()),
+            config.fingerprint(),
+            fingerprints,
+            run_seed,
+            {name: m.defaults for name, m in self.plan.models.items()},
+            engine_version=compiled_opt.__version__,
+        )
         self.outcomes: dict[JobId, JobOutcome] = outcomes
         self.jobs: dict[JobId, JobSpec] = {}
         self.logged = set(self.outcomes)  # outcomes already in outcomes/
         # finished jobs to commit; on resume, those whose record an earlier attempt logged but did not store
-        self.pending: list[JobOutcome] = [o for o in self.outcomes.values() if o.record is not None and
-                                          self._stored_run(o.job) != run_id]
+        self.pending: list[JobOutcome] = [
+            o for o in self.outcomes.values() if o.record is not None and self._stored_run(o.job) != run_id
+        ]
         self.best_updated: set[str] = set()
         self._saved_at = 0.0
         self._saved_jobs: dict[JobId, JobState] = {}  # as last written (jobs/)
@@ -118,15 +140,18 @@ class Run:
         except UsageError as exc:
             if not run.state_path.is_file():  # it says so itself
                 raise
-            raise UsageError(f"{exc}; run {run.run_id} cannot be resumed from it (stored configs are unaffected):"
-                             " start a new run") from None
+            raise UsageError(
+                f"{exc}; run {run.run_id} cannot be resumed from it (stored configs are unaffected): start a new run"
+            ) from None
 
     def _lock(self, path: Path, run_id: str, what: str, where: str) -> None:
         lock = Lock.acquire(path, run_id, what, where)
         self.locks.append(lock)
         if lock.previous:
-            self.console.line(f"took over the lock of {what}, left by {lock.previous}, which stopped without"
-                              " letting it go", level="warning")
+            self.console.line(
+                f"took over the lock of {what}, left by {lock.previous}, which stopped without letting it go",
+                level="warning",
+            )
 
     def _unlock(self) -> None:
         while self.locks:
@@ -135,13 +160,15 @@ class Run:
     def _check_resumable(self, state: RunState, fingerprints: dict[str, str]) -> None:
         if state.config_fingerprint != self.config.fingerprint():
             key = self.config.changed_key(dataclasses.asdict(state.config)) or "the file or flags"
-            raise UsageError(f"the config changed since run {state.run_id} started ({key}); resume with the"
-                             " same config, or start a new run without --resume", "--resume")
+            raise UsageError(
+                f"the config changed since run {state.run_id} started ({key}); resume with the"
+                " same config, or start a new run without --resume",
+                "--resume",
+            )
         changed = [s for s, f in fingerprints.items() if state.data.get(s) != f]
         if changed or set(state.data) != set(fingerprints):
             what = changed[0] if changed else "the symbol list"
-            raise UsageError(f"the data changed since run {state.run_id} started ({what}); start a new run",
-                             "--resume")
+            raise UsageError(f"the data changed since run {state.run_id} started ({what}); start a new run", "--resume")
 
     def _stored_run(self, job: JobId) -> str | None:
         """The run that wrote the record stored for ``job`` before this one started."""
@@ -163,20 +190,21 @@ class Run:
         fast = fast_settings(self.config.runtime, classes, cuda)
         if fast.notice:
             self.console.line(fast.notice)
-        setup = WorkerSetup(self.plan.models, fast.runtime, str(self.config.path), self.config.data.horizon,
-                            fast.dtypes)
+        setup = WorkerSetup(
+            self.plan.models, fast.runtime, str(self.config.path), self.config.data.horizon, fast.dtypes
+        )
         self.executor.start(setup)  # loads every model: missing weights stop the run here, before any write
         if not self.resuming:  # a new run: its folder's lock, so that --resume can tell it still runs
-            self._lock(self.run_dir.path / LOCK_NAME, self.run_dir.run_id, f"the run folder {self.run_dir.path}",
-                       "--resume")
+            self._lock(
+                self.run_dir.path / LOCK_NAME, self.run_dir.run_id, f"the run folder {self.run_dir.path}", "--resume"
+            )
         logged = replays(read_trials(self.run_dir.path, self._left_out))  # an interrupted attempt's trials
         self.console.run_header(self.run_dir, self.config, self.executor.describe(), resumed=bool(self.state.jobs))
         for symbol, why in self.plan.skipped.items():
             self.console.line(f"skipped {symbol}: {why}", level="warning")
         self._commit(force=True)
         try:
-            pooled = (self._stage("Pooled stage", self.plan.pooled_jobs(logged)) if self.config.pooled.enabled
-                      else [])
+            pooled = self._stage("Pooled stage", self.plan.pooled_jobs(logged)) if self.config.pooled.enabled else []
             configs = {o.job.model: o.config for o in pooled}
             self._stage("Per-symbol searches", self.plan.search_jobs(configs, logged))
         finally:
@@ -190,13 +218,20 @@ class Run:
         results = [self.outcomes.get(job, job) for job in order]
         if not self.jobs:
             self.console.line(f"nothing to do: every job of run {self.run_dir.run_id} finished in an earlier attempt")
-        self.console.summary(results, self.state, self.run_dir, next_steps(self.config, self.run_dir.run_id),
-                             self.plan.skipped, self.metrics)
+        self.console.summary(
+            results,
+            self.state,
+            self.run_dir,
+            next_steps(self.config, self.run_dir.run_id),
+            self.plan.skipped,
+            self.metrics,
+        )
         return results
 
     def _left_out(self, problem: str) -> None:
-        self.console.line(f"{problem}: left out; the jobs it logged are scored again from their last trial"
-                          " before it", level="warning")
+        self.console.line(
+            f"{problem}: left out; the jobs it logged are scored again from their last trial before it", level="warning"
+        )
 
     def _stage(self, name: str, jobs: list[JobSpec]) -> list[JobOutcome]:
         """Run ``jobs`` (skipping those an earlier attempt finished); the outcomes of those that finished."""

@@ -41,16 +41,20 @@ class FastSettings:
         return dataclasses.replace(runtime, dtype=getattr(torch, self.dtypes.get(model, self.runtime.dtype)))
 
 
-def fast_settings(cfg: RuntimeConfig, backends: Mapping[str, type[ModelBackend]],
-                  cuda: bool | None = None) -> FastSettings:
+def fast_settings(
+    cfg: RuntimeConfig, backends: Mapping[str, type[ModelBackend]], cuda: bool | None = None
+) -> FastSettings:
     """What a run with runtime section ``cfg`` and models ``backends`` (model name -> backend class)
     runs with. ``cfg`` itself unless ``cfg.mode`` is ``"fast"``; ``cuda`` overrides detection (tests)."""
     if cfg.mode != "fast":
         return FastSettings(cfg, dict.fromkeys(backends, cfg.dtype))
     if not (torch.cuda.is_available() if cuda is None else cuda):
         normal = dataclasses.replace(cfg, mode="default", device="cpu", compile="none", dtype="float32")
-        return FastSettings(normal, dict.fromkeys(backends, "float32"),
-                            "fast mode: no CUDA device here, running with the normal CPU settings (device cpu, float32, no compile)")
+        return FastSettings(
+            normal,
+            dict.fromkeys(backends, "float32"),
+            "fast mode: no CUDA device here, running with the normal CPU settings (device cpu, float32, no compile)",
+        )
     runtime = dataclasses.replace(cfg, device="cuda", compile=FAST_COMPILE, dtype="float32")
     dtypes = {name: cls.fast_dtype for name, cls in backends.items()}
     shown = ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())

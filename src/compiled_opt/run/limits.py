@@ -36,8 +36,9 @@ class Factor:
     default: int
 
 
-def check_limits(config: Config, models: Mapping[str, ModelSpec], classes: Mapping[str, type[ModelBackend]],
-                 allow_large: bool) -> None:
+def check_limits(
+    config: Config, models: Mapping[str, ModelSpec], classes: Mapping[str, type[ModelBackend]], allow_large: bool
+) -> None:
     """A ``UsageError`` naming the key and the limit for the first input above its limit."""
     if allow_large:
         return
@@ -56,9 +57,12 @@ def check_limits(config: Config, models: Mapping[str, ModelSpec], classes: Mappi
         if need > free:
             worst = max(factors, key=lambda f: f.value / max(f.default, 1))
             shown = " x ".join(f"{f.value} {label}" for f, label in zip(factors, LABELS, strict=True))
-            raise UsageError(f"one evaluation of model {name!r} needs about {_gib(need)} ({shown} x"
-                             f" {BYTES_PER_SAMPLE} bytes), more than the {_gib(free)} free on this machine's"
-                             f" {device} ({HATCH})", config.where(worst.key))
+            raise UsageError(
+                f"one evaluation of model {name!r} needs about {_gib(need)} ({shown} x"
+                f" {BYTES_PER_SAMPLE} bytes), more than the {_gib(free)} free on this machine's"
+                f" {device} ({HATCH})",
+                config.where(worst.key),
+            )
 
 
 def _at_most(config: Config, key: str, value: int, limit: int, what: str) -> None:
@@ -72,11 +76,18 @@ def _factors(config: Config, name: str, model: ModelSpec, cls: type[ModelBackend
     runs = Factor(config.evaluation.eval_runs, "evaluation.eval_runs", EvaluationConfig.eval_runs)
     if s.racing and s.racing_max_runs > runs.value:
         runs = Factor(s.racing_max_runs, "search.racing_max_runs", EvaluationConfig.eval_runs)
-    windows = (Factor(d.val_window, "data.val_window", DataConfig.val_window) if d.val_window >= d.test_window
-               else Factor(d.test_window, "data.test_window", DataConfig.test_window))
+    windows = (
+        Factor(d.val_window, "data.val_window", DataConfig.val_window)
+        if d.val_window >= d.test_window
+        else Factor(d.test_window, "data.test_window", DataConfig.test_window)
+    )
     key = cls.samples_param
-    count = 1 if key is None else model.max_samples or int(max([model.base[key], *(
-        model.space[key].extremes() if key in model.space else ())]))
+    count = (
+        1
+        if key is None
+        else model.max_samples
+        or int(max([model.base[key], *(model.space[key].extremes() if key in model.space else ())]))
+    )
     samples = Factor(count, f"models.{name}", int(cls.defaults[key]) if key else 1)
     return [runs, windows, samples, Factor(d.horizon, "data.horizon", DataConfig.horizon)]
 

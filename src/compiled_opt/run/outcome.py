@@ -74,41 +74,84 @@ def outcome(job: JobSpec, result: JobResult, prior: StoredRecord | None, context
     kept = result.challenger if replaced else job.reference
     verdict = result.decision
     decision = DecisionRecord(
-        accepted=verdict.accept, reason=verdict.reason, policy=context.policy, options=dict(context.policy_options),
-        stats=dict(verdict.stats), resolution_se=result.resolution_se, below_resolution=result.below_resolution,
-        pooled_gate=result.gate)
-    search = SearchRecord(method=result.method, trials=result.trials, failed=result.failed, cached=result.cached,
-                          incumbent_suggested=result.incumbent_suggested, challenger=result.challenger,
-                          pooled_config=job.pooled)
+        accepted=verdict.accept,
+        reason=verdict.reason,
+        policy=context.policy,
+        options=dict(context.policy_options),
+        stats=dict(verdict.stats),
+        resolution_se=result.resolution_se,
+        below_resolution=result.below_resolution,
+        pooled_gate=result.gate,
+    )
+    search = SearchRecord(
+        method=result.method,
+        trials=result.trials,
+        failed=result.failed,
+        cached=result.cached,
+        incumbent_suggested=result.incumbent_suggested,
+        challenger=result.challenger,
+        pooled_config=job.pooled,
+    )
     done = JobOutcome(
-        job=job.job_id, status=status, reference_kind=job.reference_kind, config=kept, decision=decision,
-        challenger_validation=Metrics.of(result.challenger_val), reference_validation=Metrics.of(result.reference_val),
-        test=Metrics.of(result.test[which]), out_of_sample=OutOfSample.of(result.test[which], result.test["defaults"]),
-        search=search)
+        job=job.job_id,
+        status=status,
+        reference_kind=job.reference_kind,
+        config=kept,
+        decision=decision,
+        challenger_validation=Metrics.of(result.challenger_val),
+        reference_validation=Metrics.of(result.reference_val),
+        test=Metrics.of(result.test[which]),
+        out_of_sample=OutOfSample.of(result.test[which], result.test["defaults"]),
+        search=search,
+    )
     if job.stage is Stage.POOLED or not status.stores:
         return done
     return dataclasses.replace(done, record=_record(job, result, prior, context, done))
 
 
-def _record(job: JobSpec, result: JobResult, prior: StoredRecord | None, context: Context,
-            done: JobOutcome) -> StoredRecord:
+def _record(
+    job: JobSpec, result: JobResult, prior: StoredRecord | None, context: Context, done: JobOutcome
+) -> StoredRecord:
     series, validation, test = job.series[0], job.validation[0], job.test[0]
     return StoredRecord(
-        symbol=series.symbol, model=job.model, backend=job.backend, status=done.status,
+        symbol=series.symbol,
+        model=job.model,
+        backend=job.backend,
+        status=done.status,
         config={k: v for k, v in done.config.items() if k not in job.unused},
-        validation=done.kept_validation, test=done.test, out_of_sample=done.out_of_sample,
-        windows=Windows(context.val_window, context.test_window, job.horizon, (validation.start, validation.stop - 1),
-                        (test.start, test.stop - 1)),
+        validation=done.kept_validation,
+        test=done.test,
+        out_of_sample=done.out_of_sample,
+        windows=Windows(
+            context.val_window,
+            context.test_window,
+            job.horizon,
+            (validation.start, validation.stop - 1),
+            (test.start, test.stop - 1),
+        ),
         seeds=RecordSeeds(list(job.seeds.search), list(job.seeds.decision), context.run_seed, job.search.seed),
         decision=done.decision,
-        previous=Previous(job.reference_kind, job.reference if job.reference_kind is ReferenceKind.STORED else None,
-                          done.reference_validation),
+        previous=Previous(
+            job.reference_kind,
+            job.reference if job.reference_kind is ReferenceKind.STORED else None,
+            done.reference_validation,
+        ),
         search=done.search,
         metadata=Metadata(
-            engine_version=compiled_opt.__version__, run_id=context.run_id, created_at=context.created_at,
+            engine_version=compiled_opt.__version__,
+            run_id=context.run_id,
+            created_at=context.created_at,
             previous_mae=prior.validation.value if prior else None,
             generation=(prior.metadata.generation if prior else 0) + 1,
-            compiled=context.compile_mode != "none", compile_mode=context.compile_mode, device=result.device,
-            dtype=result.dtype, mode=context.mode, optimizer=context.optimizer, metric=context.metric,
-            data_file=str(series.path), data_rows=len(series), last_timestamp=int(series.time[-1])),
+            compiled=context.compile_mode != "none",
+            compile_mode=context.compile_mode,
+            device=result.device,
+            dtype=result.dtype,
+            mode=context.mode,
+            optimizer=context.optimizer,
+            metric=context.metric,
+            data_file=str(series.path),
+            data_rows=len(series),
+            last_timestamp=int(series.time[-1]),
+        ),
     )

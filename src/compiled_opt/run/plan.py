@@ -33,12 +33,16 @@ def load_symbols(config: Config) -> list[Series]:
     available = list_symbols(directory)
     wanted = available if config.data.symbols == "all" else config.data.symbols
     if not wanted:
-        raise UsageError(f"no .parquet files in {directory} (convert CSVs with `compiled-opt data import`)",
-                         config.where("data.directory"))
+        raise UsageError(
+            f"no .parquet files in {directory} (convert CSVs with `compiled-opt data import`)",
+            config.where("data.directory"),
+        )
     for symbol in wanted:
         if symbol not in available:
-            raise UsageError(f"unknown symbol {symbol!r}: no {symbol_path(directory, symbol)}; "
-                             f"{did_you_mean(symbol, available)}", config.where("data.symbols"))
+            raise UsageError(
+                f"unknown symbol {symbol!r}: no {symbol_path(directory, symbol)}; {did_you_mean(symbol, available)}",
+                config.where("data.symbols"),
+            )
         check_symbol(symbol, str(symbol_path(directory, symbol)))  # a file's name, with data.symbols = "all"
     return [read_series(symbol_path(directory, s), s) for s in wanted]
 
@@ -67,17 +71,21 @@ class Plan:
         self.store = ConfigStore(config.output.directory)
         self.references = self._references()
         self._check_other_models()
-        check_limits(config, self.models, {n: plugins.backends.get(m.backend) for n, m in self.models.items()},
-                     allow_large)
+        check_limits(
+            config, self.models, {n: plugins.backends.get(m.backend) for n, m in self.models.items()}, allow_large
+        )
 
     def _exhaustive(self, model: ModelSpec) -> bool:
         """Whether ``model``'s space is scored point by point (``search.exhaustive``)."""
         s = self.config.search
-        cost = exhaustive_cost(model.space, self.plugins.backends.get(model.backend).samples_param
-                               if model.max_samples else None)
+        cost = exhaustive_cost(
+            model.space, self.plugins.backends.get(model.backend).samples_param if model.max_samples else None
+        )
         if s.exhaustive == "always" and cost is None:
-            raise UsageError(f"model {model.name!r}: exhaustive search needs a space of choices only",
-                             self.config.where("search.exhaustive"))
+            raise UsageError(
+                f"model {model.name!r}: exhaustive search needs a space of choices only",
+                self.config.where("search.exhaustive"),
+            )
         return cost is not None and (s.exhaustive == "always" or (s.exhaustive == "auto" and cost <= s.trials))
 
     def _with_history(self, series: list[Series]) -> list[Series]:
@@ -96,8 +104,10 @@ class Plan:
                 continue
             kept.append(s)
         if not kept:
-            raise UsageError(f"no symbol has enough history; the first: {next(iter(self.skipped.values()))}",
-                             self.config.where("data.symbols"))
+            raise UsageError(
+                f"no symbol has enough history; the first: {next(iter(self.skipped.values()))}",
+                self.config.where("data.symbols"),
+            )
         return kept
 
     def _references(self) -> dict[JobId, Reference]:
@@ -110,12 +120,17 @@ class Plan:
                 stored = self._stored(model.name, series.symbol)
                 params = model.params(stored)
                 if params is not None and cls.context_length(params) > split.validation.start:
-                    raise UsageError(f"config: needs {cls.context_length(params)} rows of history before the first"
-                                     f" validation window; {series.path} has {split.validation.start} (a smaller"
-                                     " data.val_window fits it)", str(self.store.path(model.name, series.symbol)))
-                out[JobId(model.name, series.symbol)] = (Reference(params, ReferenceKind.STORED, stored)
-                                                        if params is not None
-                                                        else Reference(model.defaults, ReferenceKind.DEFAULTS, stored))
+                    raise UsageError(
+                        f"config: needs {cls.context_length(params)} rows of history before the first"
+                        f" validation window; {series.path} has {split.validation.start} (a smaller"
+                        " data.val_window fits it)",
+                        str(self.store.path(model.name, series.symbol)),
+                    )
+                out[JobId(model.name, series.symbol)] = (
+                    Reference(params, ReferenceKind.STORED, stored)
+                    if params is not None
+                    else Reference(model.defaults, ReferenceKind.DEFAULTS, stored)
+                )
         return out
 
     def _stored(self, model: str, symbol: str) -> StoredRecord | None:
@@ -136,52 +151,97 @@ class Plan:
     def context(self) -> Context:
         """What each job's record needs from the run (``outcome``), at the current time."""
         cfg = self.config
-        return Context(run_id=self.run_id, run_seed=self.run_seed, force=cfg.force, val_window=cfg.data.val_window,
-                       test_window=cfg.data.test_window, policy=cfg.acceptance.policy,
-                       policy_options=dict(cfg.acceptance.options), compile_mode=cfg.runtime.compile,
-                       mode=cfg.runtime.mode, optimizer=cfg.search.optimizer, metric=cfg.evaluation.metric,
-                       created_at=dt.datetime.now(dt.UTC).isoformat())
+        return Context(
+            run_id=self.run_id,
+            run_seed=self.run_seed,
+            force=cfg.force,
+            val_window=cfg.data.val_window,
+            test_window=cfg.data.test_window,
+            policy=cfg.acceptance.policy,
+            policy_options=dict(cfg.acceptance.options),
+            compile_mode=cfg.runtime.compile,
+            mode=cfg.runtime.mode,
+            optimizer=cfg.search.optimizer,
+            metric=cfg.evaluation.metric,
+            created_at=dt.datetime.now(dt.UTC).isoformat(),
+        )
 
     def _seeds(self, job: JobId) -> Seeds:
         e, key = self.config.evaluation, _key(job)
-        return Seeds(tuple(derive_seeds(e.seed, "search", e.eval_runs)),
-                     tuple(derive_seeds(e.seed, "decision", e.eval_runs, self.run_seed, *key)),
-                     tuple(derive_seeds(e.seed, "gate", e.eval_runs, self.run_seed, *key)))
+        return Seeds(
+            tuple(derive_seeds(e.seed, "search", e.eval_runs)),
+            tuple(derive_seeds(e.seed, "decision", e.eval_runs, self.run_seed, *key)),
+            tuple(derive_seeds(e.seed, "gate", e.eval_runs, self.run_seed, *key)),
+        )
 
     def _search(self, model: ModelSpec, job: JobId) -> SearchSpec:
         """The search of one job: its own optimizer seed, derived from the run's (symbols explore differently)."""
         s = self.config.search
         seed = derive_seeds(self.run_seed, "optimizer", 1, *_key(job))[0]
-        return SearchSpec(s.optimizer, s.trials, s.batch, seed, self.exhaustive[model.name],
-                          s.racing_max_runs if s.racing else None)
+        return SearchSpec(
+            s.optimizer, s.trials, s.batch, seed, self.exhaustive[model.name], s.racing_max_runs if s.racing else None
+        )
 
-    def job(self, model: ModelSpec, series: Sequence[Series], job: JobId, reference: Reference,
-            pooled: Mapping[str, Any] | None, logged: Sequence[Logged] = ()) -> JobSpec:
+    def job(
+        self,
+        model: ModelSpec,
+        series: Sequence[Series],
+        job: JobId,
+        reference: Reference,
+        pooled: Mapping[str, Any] | None,
+        logged: Sequence[Logged] = (),
+    ) -> JobSpec:
         """One job on ``series`` (one symbol, or every symbol for the pooled stage)."""
         d, cfg = self.config.data, self.config
         cuts = [splits(len(s), d.val_window, d.test_window, d.horizon) for s in series]
         return JobSpec(
-            job_id=job, run_id=self.run_id, backend=model.backend, series=tuple(series),
-            validation=tuple(c.validation for c in cuts), test=tuple(c.test for c in cuts), horizon=d.horizon,
-            metric=cfg.evaluation.metric, seeds=self._seeds(job), search=self._search(model, job),
-            policy=cfg.acceptance.policy, policy_options=dict(cfg.acceptance.options), reference=reference.params,
-            reference_kind=reference.kind, pooled=dict(pooled) if pooled is not None else None,
-            pooled_alpha=cfg.pooled.alpha, replay=tuple(logged), unused=model.unused,
-            levels=tuple(cfg.forecast.quantiles), cost=cfg.evaluation.cost,
+            job_id=job,
+            run_id=self.run_id,
+            backend=model.backend,
+            series=tuple(series),
+            validation=tuple(c.validation for c in cuts),
+            test=tuple(c.test for c in cuts),
+            horizon=d.horizon,
+            metric=cfg.evaluation.metric,
+            seeds=self._seeds(job),
+            search=self._search(model, job),
+            policy=cfg.acceptance.policy,
+            policy_options=dict(cfg.acceptance.options),
+            reference=reference.params,
+            reference_kind=reference.kind,
+            pooled=dict(pooled) if pooled is not None else None,
+            pooled_alpha=cfg.pooled.alpha,
+            replay=tuple(logged),
+            unused=model.unused,
+            levels=tuple(cfg.forecast.quantiles),
+            cost=cfg.evaluation.cost,
             shards=cfg.pooled.shards if job.stage is Stage.POOLED else 1,
         )
 
     def pooled_jobs(self, logged: Mapping[JobId, Sequence[Logged]]) -> list[JobSpec]:
         """One pooled-stage job per model, against the model's defaults."""
-        return [self.job(model, self.series, JobId(name), Reference(model.defaults, ReferenceKind.DEFAULTS, None),
-                         None, logged.get(JobId(name), ())) for name, model in self.models.items()]
+        return [
+            self.job(
+                model,
+                self.series,
+                JobId(name),
+                Reference(model.defaults, ReferenceKind.DEFAULTS, None),
+                None,
+                logged.get(JobId(name), ()),
+            )
+            for name, model in self.models.items()
+        ]
 
-    def search_jobs(self, pooled: Mapping[str, Mapping[str, Any]],
-                    logged: Mapping[JobId, Sequence[Logged]]) -> list[JobSpec]:
+    def search_jobs(
+        self, pooled: Mapping[str, Mapping[str, Any]], logged: Mapping[JobId, Sequence[Logged]]
+    ) -> list[JobSpec]:
         """One job per (symbol, model), in symbol order; ``pooled``: each model's pooled config, if any."""
-        return [self.job(model, [series], job, self.references[job], pooled.get(name), logged.get(job, ()))
-                for series in self.series for name, model in self.models.items()
-                for job in [JobId(name, series.symbol)]]
+        return [
+            self.job(model, [series], job, self.references[job], pooled.get(name), logged.get(job, ()))
+            for series in self.series
+            for name, model in self.models.items()
+            for job in [JobId(name, series.symbol)]
+        ]
 
 
 def _key(job: JobId) -> tuple[str, str]:

@@ -82,15 +82,17 @@ class Lock:
             raise UsageError(f"cannot lock {what} ({exc.strerror or exc})", where) from None
         if fd is None:
             holder = _holder_of(path)
-            raise UsageError(f"{what} is in use by {holder or 'another compiled-opt run'}; wait for it to finish"
-                             " (show, report and evaluate can read meanwhile)", where)
+            raise UsageError(
+                f"{what} is in use by {holder or 'another compiled-opt run'}; wait for it to finish"
+                " (show, report and evaluate can read meanwhile)",
+                where,
+            )
         previous = Holder.read(fd)
         me = Holder(os.getpid(), socket.gethostname(), run_id, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         if previous is not None and (previous.host != me.host or previous.alive()):
             os.close(fd)  # a holder flock cannot see (another host's, or a file system without flock): theirs
             state = "still runs" if previous.host == me.host else "may still run: this host cannot tell"
-            raise UsageError(f"{what} is locked by {previous}, which {state}; if it has stopped, delete {path}",
-                             where)
+            raise UsageError(f"{what} is locked by {previous}, which {state}; if it has stopped, delete {path}", where)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(asdict(me)).encode(), 0)
         return cls(path, fd, made, previous)

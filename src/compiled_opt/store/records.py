@@ -114,23 +114,42 @@ class Metrics:
 
     @classmethod
     def of(cls, ev: Evaluation) -> Metrics:
-        return cls(metric=ev.metric, pct_return_mae=ev.pct_return_mae, price_mae=ev.price_mae, std=ev.std, sem=ev.sem,
-                   window_sd=ev.window_sd, per_run=[float(x) for x in ev.per_run], num_predictions=int(ev.errors.size),
-                   latency_s=ev.latency_s, exact=ev.exact, seeds=list(ev.seeds), naive_mae=ev.naive_mae, skill=ev.skill,
-                   score=ev.mean)
+        return cls(
+            metric=ev.metric,
+            pct_return_mae=ev.pct_return_mae,
+            price_mae=ev.price_mae,
+            std=ev.std,
+            sem=ev.sem,
+            window_sd=ev.window_sd,
+            per_run=[float(x) for x in ev.per_run],
+            num_predictions=int(ev.errors.size),
+            latency_s=ev.latency_s,
+            exact=ev.exact,
+            seeds=list(ev.seeds),
+            naive_mae=ev.naive_mae,
+            skill=ev.skill,
+            score=ev.mean,
+        )
 
     def checks(self) -> dict[str, str | None]:
         """Ranges, checked when a file is read (``store.typed``); spreads may be NaN (unknown, in old records).
         ``per_run``, ``score`` and ``naive_mae`` are in the record's metric: an MAE is at least 0, another
         metric's loss may be negative (the sign strategy's is minus a return)."""
         score = _error if self.metric in ("pct_return_mae", "price_mae") else _finite
-        return {"metric": None if self.metric else "must name a metric", "pct_return_mae": _error(self.pct_return_mae),
-                "price_mae": _error(self.price_mae), **{f"per_run[{i}]": score(v) for i, v in enumerate(self.per_run)},
-                "std": _spread(self.std), "sem": _spread(self.sem), "window_sd": _spread(self.window_sd),
-                "num_predictions": _count(self.num_predictions), "latency_s": _spread(self.latency_s),
-                "naive_mae": None if self.naive_mae is None else score(self.naive_mae),
-                "score": None if self.score is None else score(self.score),
-                "skill": None if self.skill is None or self.skill <= 1 else f"must be at most 1, not {self.skill!r}"}
+        return {
+            "metric": None if self.metric else "must name a metric",
+            "pct_return_mae": _error(self.pct_return_mae),
+            "price_mae": _error(self.price_mae),
+            **{f"per_run[{i}]": score(v) for i, v in enumerate(self.per_run)},
+            "std": _spread(self.std),
+            "sem": _spread(self.sem),
+            "window_sd": _spread(self.window_sd),
+            "num_predictions": _count(self.num_predictions),
+            "latency_s": _spread(self.latency_s),
+            "naive_mae": None if self.naive_mae is None else score(self.naive_mae),
+            "score": None if self.score is None else score(self.score),
+            "skill": None if self.skill is None or self.skill <= 1 else f"must be at most 1, not {self.skill!r}",
+        }
 
     @property
     def value(self) -> float:
@@ -173,12 +192,21 @@ class MetricComparison:
     def of(cls, config: np.ndarray, defaults: np.ndarray, naive: np.ndarray) -> MetricComparison:
         """From losses ``[runs, windows]`` of the config and the defaults and the naive forecast's ``[windows]``."""
         d = defaults.mean(axis=0) - config.mean(axis=0)
-        return cls(float(config.mean()), float(defaults.mean()), float(naive.mean()), float(d.mean()),
-                   window_standard_error(d) or 0.0)
+        return cls(
+            float(config.mean()),
+            float(defaults.mean()),
+            float(naive.mean()),
+            float(d.mean()),
+            window_standard_error(d) or 0.0,
+        )
 
     def checks(self) -> dict[str, str | None]:
-        return {"config": _finite(self.config), "defaults": _finite(self.defaults), "naive": _finite(self.naive),
-                "se": _spread(self.se)}
+        return {
+            "config": _finite(self.config),
+            "defaults": _finite(self.defaults),
+            "naive": _finite(self.naive),
+            "se": _spread(self.se),
+        }
 
 
 @dataclass(frozen=True)
@@ -205,17 +233,32 @@ class OutOfSample:
     @classmethod
     def of(cls, config: Evaluation, defaults: Evaluation) -> OutOfSample:
         """From two evaluations of every metric (``Evaluator(..., every_metric=True)``) on the same windows."""
-        metrics = {name: MetricComparison.of(config.losses[name], defaults.losses[name], config.naive_losses[name])
-                   for name in config.losses}
+        metrics = {
+            name: MetricComparison.of(config.losses[name], defaults.losses[name], config.naive_losses[name])
+            for name in config.losses
+        }
         mae = metrics["pct_return_mae"]
-        return cls(config_mae=mae.config, defaults_mae=mae.defaults, naive_mae=mae.naive, difference=mae.difference,
-                   se=mae.se, change=(mae.config - mae.defaults) / mae.defaults,
-                   windows=int(config.losses["pct_return_mae"].shape[1]), skill=1 - mae.config / mae.naive,
-                   defaults_skill=1 - mae.defaults / mae.naive, metrics=metrics)
+        return cls(
+            config_mae=mae.config,
+            defaults_mae=mae.defaults,
+            naive_mae=mae.naive,
+            difference=mae.difference,
+            se=mae.se,
+            change=(mae.config - mae.defaults) / mae.defaults,
+            windows=int(config.losses["pct_return_mae"].shape[1]),
+            skill=1 - mae.config / mae.naive,
+            defaults_skill=1 - mae.defaults / mae.naive,
+            metrics=metrics,
+        )
 
     def checks(self) -> dict[str, str | None]:
-        return {"config_mae": _error(self.config_mae), "defaults_mae": _error(self.defaults_mae),
-                "naive_mae": _error(self.naive_mae), "se": _spread(self.se), "windows": _count(self.windows)}
+        return {
+            "config_mae": _error(self.config_mae),
+            "defaults_mae": _error(self.defaults_mae),
+            "naive_mae": _error(self.naive_mae),
+            "se": _spread(self.se),
+            "windows": _count(self.windows),
+        }
 
     @property
     def relative_se(self) -> float:
@@ -234,8 +277,11 @@ class Windows:
     test_rows: tuple[int, int] | None = None
 
     def checks(self) -> dict[str, str | None]:
-        return {"val_window": _count(self.val_window), "test_window": _count(self.test_window),
-                "forecast_horizon": _count(self.forecast_horizon)}
+        return {
+            "val_window": _count(self.val_window),
+            "test_window": _count(self.test_window),
+            "forecast_horizon": _count(self.forecast_horizon),
+        }
 
 
 @dataclass(frozen=True)
@@ -320,8 +366,10 @@ class Metadata:
     last_timestamp: int | None = None
 
     def checks(self) -> dict[str, str | None]:
-        return {"generation": _count(self.generation),
-                "previous_mae": None if self.previous_mae is None else _error(self.previous_mae)}
+        return {
+            "generation": _count(self.generation),
+            "previous_mae": None if self.previous_mae is None else _error(self.previous_mae),
+        }
 
 
 @dataclass(frozen=True)
@@ -385,8 +433,15 @@ def _count(value: int) -> str | None:
 
 
 # What a record of the seed system (or of compiled-opt 0.1) may lack: unknown spreads are NaN, not 0.
-LEGACY_METRICS = {"metric": "pct_return_mae", "std": math.nan, "sem": math.nan, "window_sd": math.nan,
-                  "per_run": [], "exact": False, "seeds": []}
+LEGACY_METRICS = {
+    "metric": "pct_return_mae",
+    "std": math.nan,
+    "sem": math.nan,
+    "window_sd": math.nan,
+    "per_run": [],
+    "exact": False,
+    "seeds": [],
+}
 
 
 def _version(payload: Any, where: str, legacy: int | None = None) -> int:
@@ -394,8 +449,11 @@ def _version(payload: Any, where: str, legacy: int | None = None) -> int:
         raise UsageError("not a compiled-opt file (expected a JSON object)", where)
     version = payload.get("schema_version", legacy)
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
-        raise UsageError(f"schema_version {version!r} is not one this compiled-opt reads (1 to {SCHEMA_VERSION});"
-                         " a newer compiled-opt wrote it: upgrade, or point output.directory elsewhere", where)
+        raise UsageError(
+            f"schema_version {version!r} is not one this compiled-opt reads (1 to {SCHEMA_VERSION});"
+            " a newer compiled-opt wrote it: upgrade, or point output.directory elsewhere",
+            where,
+        )
     return version
 
 
@@ -407,14 +465,25 @@ def _from_v1(payload: dict[str, Any]) -> dict[str, Any]:
     forced = isinstance(decision, dict) and decision.get("forced") is True
     windows = payload.get("windows")
     keep = ("val_window", "test_window", "forecast_horizon")
-    metrics = {k: {**LEGACY_METRICS, **v} if isinstance(v, dict) else v
-               for k, v in (("validation", payload.get("validation")), ("test", payload.get("test")))}
-    return {"backend": payload.get("model"), **payload, "status": "forced" if forced else "tuned",
-            "validation": metrics["validation"], "test": metrics["test"] or metrics["validation"],
-            "out_of_sample": None, "seeds": None, "decision": None, "previous": None, "search": None,
-            "windows": {k: windows[k] for k in keep} if isinstance(windows, dict) and set(keep) <= set(windows) else None,
-            "metadata": payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {},
-            "schema_version": 1}
+    metrics = {
+        k: {**LEGACY_METRICS, **v} if isinstance(v, dict) else v
+        for k, v in (("validation", payload.get("validation")), ("test", payload.get("test")))
+    }
+    return {
+        "backend": payload.get("model"),
+        **payload,
+        "status": "forced" if forced else "tuned",
+        "validation": metrics["validation"],
+        "test": metrics["test"] or metrics["validation"],
+        "out_of_sample": None,
+        "seeds": None,
+        "decision": None,
+        "previous": None,
+        "search": None,
+        "windows": {k: windows[k] for k in keep} if isinstance(windows, dict) and set(keep) <= set(windows) else None,
+        "metadata": payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {},
+        "schema_version": 1,
+    }
 
 
 def _from_v2(payload: dict[str, Any]) -> dict[str, Any]:
@@ -427,8 +496,7 @@ def _from_v2(payload: dict[str, Any]) -> dict[str, Any]:
         stats = dict(decision.get("stats") or {})
         se = stats.pop("resolution_se", math.nan)
         stats.pop("below_resolution", None)
-        out["decision"] = {**{k: v for k, v in decision.items() if k != "forced"}, "stats": stats,
-                           "resolution_se": se}
+        out["decision"] = {**{k: v for k, v in decision.items() if k != "forced"}, "stats": stats, "resolution_se": se}
     previous = payload.get("previous")
     if isinstance(previous, dict):
         out["previous"] = {k: v for k, v in previous.items() if k != "stored_validation_mae"}
@@ -508,11 +576,26 @@ def trial_schema() -> Any:
     """The Arrow schema of ``TrialRow``, so every part file has the same columns and types."""
     import pyarrow as pa
 
-    types = {"run_id": pa.string(), "symbol": pa.string(), "model": pa.string(),
-             "stage": pa.string(), "trial": pa.int64(), "batch": pa.int64(), "params": pa.string(),
-             "score": pa.float64(), "std": pa.float64(), "sem": pa.float64(), "per_run": pa.list_(pa.float64()),
-             "price_mae": pa.float64(), "naive_mae": pa.float64(), "latency_s": pa.float64(),
-             "seeds": pa.list_(pa.int64()), "cached": pa.bool_(), "error": pa.string(), "schema_version": pa.int64()}
+    types = {
+        "run_id": pa.string(),
+        "symbol": pa.string(),
+        "model": pa.string(),
+        "stage": pa.string(),
+        "trial": pa.int64(),
+        "batch": pa.int64(),
+        "params": pa.string(),
+        "score": pa.float64(),
+        "std": pa.float64(),
+        "sem": pa.float64(),
+        "per_run": pa.list_(pa.float64()),
+        "price_mae": pa.float64(),
+        "naive_mae": pa.float64(),
+        "latency_s": pa.float64(),
+        "seeds": pa.list_(pa.int64()),
+        "cached": pa.bool_(),
+        "error": pa.string(),
+        "schema_version": pa.int64(),
+    }
     return pa.schema([(f.name, types[f.name]) for f in dataclasses.fields(TrialRow)])
 
 
@@ -572,8 +655,11 @@ class RunState:
     @classmethod
     def from_json(cls, payload: Any, where: str) -> RunState:
         if _version(payload, where) != SCHEMA_VERSION:
-            raise UsageError(f"a run folder of an older compiled-opt (schema_version {payload['schema_version']}):"
-                             " start a new run, or report it with the compiled-opt that wrote it", where)
+            raise UsageError(
+                f"a run folder of an older compiled-opt (schema_version {payload['schema_version']}):"
+                " start a new run, or report it with the compiled-opt that wrote it",
+                where,
+            )
         jobs = load(list[JobState], payload.get("jobs", []), where, "jobs")
         state = load(cls, {**payload, "jobs": {}}, where)
         state.jobs = {s.job: s for s in jobs}

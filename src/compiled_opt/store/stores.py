@@ -45,8 +45,9 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
     atomic_write_all([(Path(path), write)], durable, sync_dir)
 
 
-def atomic_write_all(files: Sequence[tuple[Path, Callable[[Path], None]]], durable: bool = True,
-                     sync_dir: bool = True) -> None:
+def atomic_write_all(
+    files: Sequence[tuple[Path, Callable[[Path], None]]], durable: bool = True, sync_dir: bool = True
+) -> None:
     """``atomic_write`` for several files at once: every temp file is written before the first rename, so a
     failure while writing (e.g. a full disk) leaves every file as it was."""
     temps: list[Path] = []
@@ -203,8 +204,9 @@ class TrialLog:
         if not self.buffered:
             return
         schema = trial_schema()
-        table = pa.Table.from_pydict({f.name: [getattr(r, f.name) for r in self.buffered] for f in schema},
-                                     schema=schema)
+        table = pa.Table.from_pydict(
+            {f.name: [getattr(r, f.name) for r in self.buffered] for f in schema}, schema=schema
+        )
         path = self.directory / f"part-{time.time_ns():020d}.parquet"
         atomic_write(path, lambda tmp: pq.write_table(table, tmp), durable=False)
         self.buffered = []
@@ -237,8 +239,9 @@ def read_trials(run_dir: Path, on_damaged: Callable[[str], None] | None = None) 
     trials: dict[tuple, TrialRow] = {}
     for row in rows:
         if row["schema_version"] not in TRIAL_VERSIONS:
-            raise UsageError(f"trial log schema_version {row['schema_version']} is not one this compiled-opt reads",
-                             str(directory))
+            raise UsageError(
+                f"trial log schema_version {row['schema_version']} is not one this compiled-opt reads", str(directory)
+            )
         if row["stage"] not in tuple(Stage):
             raise UsageError(f"stage: unknown value {row['stage']!r} in a trial row", str(directory))
         trial = TrialRow(**{**row, "stage": Stage(row["stage"])})
@@ -308,9 +311,12 @@ class RunDir:
 
     def load_state(self) -> RunState:
         if not self.state_path.is_file():
-            raise UsageError("no run.json: the run stopped before it saved its state, so nothing of it can be"
-                             " resumed or reported (stored configs are unaffected); start a new run, or name an"
-                             " earlier one", str(self.path))
+            raise UsageError(
+                "no run.json: the run stopped before it saved its state, so nothing of it can be"
+                " resumed or reported (stored configs are unaffected); start a new run, or name an"
+                " earlier one",
+                str(self.path),
+            )
         state = RunState.from_json(read_json(self.state_path), str(self.state_path))
         parts = sorted(self.jobs_path.glob("part-*.json")) if self.jobs_path.is_dir() else []
         for part in parts:  # in the order written: each job's last part is its latest state
@@ -342,11 +348,15 @@ def find_run(runs: Path, which: str, where: str, config: Path) -> RunDir:
         made = {i: RunDir(runs, i).config_path() for i in ids}
         here = Path(config).resolve()
         same = here if here in made.values() else None
-        mine = [i for i in reversed(ids) if made[i] is None or made[i] == same
-                or (same is None and made[i].name == here.name)]
+        mine = [
+            i
+            for i in reversed(ids)
+            if made[i] is None or made[i] == same or (same is None and made[i].name == here.name)
+        ]
         if not mine:
-            raise UsageError(f"no run of {config} in {runs} (its newest, {ids[-1]}, was made with another config)",
-                             where)
+            raise UsageError(
+                f"no run of {config} in {runs} (its newest, {ids[-1]}, was made with another config)", where
+            )
         return RunDir(runs, mine[0])
     if which not in ids:
         raise UsageError(f"no run {which!r} in {runs}; {did_you_mean(which, ids[-5:])}", where)

@@ -20,8 +20,14 @@ from typing import Any
 
 from compiled_opt.core.errors import UsageError
 
-NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
-         dict: "an object"}
+NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
 
 
 def dump(value: Any) -> Any:
@@ -94,8 +100,11 @@ def _dataclass(cls: type, raw: Any, where: str, key: str) -> Any:
 
 
 def _expect(kind: type, raw: Any, where: str, key: str) -> None:
-    ok = (isinstance(raw, (int, float)) and not isinstance(raw, bool) if kind is float
-          else isinstance(raw, kind) and (kind is bool or not isinstance(raw, bool)))
+    ok = (
+        isinstance(raw, (int, float)) and not isinstance(raw, bool)
+        if kind is float
+        else isinstance(raw, kind) and (kind is bool or not isinstance(raw, bool))
+    )
     if not ok:
         shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:37] + "..."
         _fail(f"expected {NAMES.get(kind, kind.__name__)}, got {type(raw).__name__} {shown}", where, key)

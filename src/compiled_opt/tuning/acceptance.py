@@ -75,9 +75,14 @@ def join_runs(first: Evaluation, more: Evaluation) -> Evaluation:
         a, b = getattr(first, name), getattr(more, name)
         return None if a is None or b is None else np.concatenate([a, b])
 
-    return replace(first, errors=joined("errors"), price_errors=joined("price_errors"),
-                   return_errors=joined("return_errors"), seeds=first.seeds + more.seeds,
-                   latency_s=first.latency_s + more.latency_s)
+    return replace(
+        first,
+        errors=joined("errors"),
+        price_errors=joined("price_errors"),
+        return_errors=joined("return_errors"),
+        seeds=first.seeds + more.seeds,
+        latency_s=first.latency_s + more.latency_s,
+    )
 
 
 class Stages:
@@ -88,8 +93,9 @@ class Stages:
     exact evaluation (no runs) is kept as it is. Returns ``(challenger, incumbent)``.
     """
 
-    def __init__(self, evaluator: Evaluate, challenger: Mapping[str, Any], incumbent: Mapping[str, Any],
-                 seeds: tuple[int, ...]):
+    def __init__(
+        self, evaluator: Evaluate, challenger: Mapping[str, Any], incumbent: Mapping[str, Any], seeds: tuple[int, ...]
+    ):
         self.evaluator, self.configs, self.seeds = evaluator, (challenger, incumbent), tuple(seeds)
         self.runs = 0
         self.scored: tuple[Evaluation, Evaluation] | None = None
@@ -99,9 +105,11 @@ class Stages:
             self.scored = (self.evaluator(self.configs[0], self.seeds), self.evaluator(self.configs[1], self.seeds))
             self.runs = len(self.seeds)
         if runs is not None and runs > self.runs:
-            new = more_seeds(self.seeds, runs)[self.runs:]
-            self.scored = tuple(ev if ev.exact else join_runs(ev, self.evaluator(config, new))  # type: ignore[assignment]
-                                for ev, config in zip(self.scored, self.configs, strict=True))
+            new = more_seeds(self.seeds, runs)[self.runs :]
+            self.scored = tuple(
+                ev if ev.exact else join_runs(ev, self.evaluator(config, new))  # type: ignore[assignment]
+                for ev, config in zip(self.scored, self.configs, strict=True)
+            )
             self.runs = runs
         return self.scored
 
@@ -135,8 +143,14 @@ def decision_seeds(policy: Policy, search_seeds: tuple[int, ...], fresh_seeds: t
     return fresh_seeds if policy.confirm else search_seeds
 
 
-def judge(policy: Policy, evaluator: Evaluate, challenger: Mapping[str, Any], incumbent: Mapping[str, Any],
-          search_seeds: tuple[int, ...], fresh_seeds: tuple[int, ...]) -> Verdict:
+def judge(
+    policy: Policy,
+    evaluator: Evaluate,
+    challenger: Mapping[str, Any],
+    incumbent: Mapping[str, Any],
+    search_seeds: tuple[int, ...],
+    fresh_seeds: tuple[int, ...],
+) -> Verdict:
     """Re-score both configs on the same validation windows and ``decision_seeds``, then ask ``policy``.
 
     A ``StagedPolicy`` may extend both to more runs first (``Stages``); the verdict holds the final
@@ -156,6 +170,8 @@ def judge(policy: Policy, evaluator: Evaluate, challenger: Mapping[str, Any], in
     below = bool(decision.accept and abs(inc.mean - ch.mean) < se)
     reason = decision.reason
     if below:
-        reason += (f"; below the evaluation's resolution: the change {inc.mean - ch.mean:.3g} is less than the"
-                   f" MAE's standard error {se:.3g}")
+        reason += (
+            f"; below the evaluation's resolution: the change {inc.mean - ch.mean:.3g} is less than the"
+            f" MAE's standard error {se:.3g}"
+        )
     return Verdict(Decision(decision.accept, reason, decision.stats), ch, inc, se, below)

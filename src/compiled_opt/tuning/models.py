@@ -56,7 +56,7 @@ class ModelSpec:
         """The longest history any candidate (or the defaults) may ask for."""
         keys = [k for k in cls.encode_keys if k in self.space]
         combos = itertools.product(*(self.space[k].extremes() for k in keys))
-        longest = max(cls.context_length({**self.base, **dict(zip(keys, c))}) for c in combos)
+        longest = max(cls.context_length({**self.base, **dict(zip(keys, c, strict=True))}) for c in combos)
         return max(longest, cls.context_length(self.defaults))
 
 
@@ -74,20 +74,26 @@ def make_model_spec(mc: ModelConfig, plugins: Plugins, config: Config) -> ModelS
     cls = plugins.backends.get(mc.backend, f"{where}.backend")
     space = mc.space
     if space is None:  # the backend's default space, less what the model fixes
-        space = {k: v for k, v in parse_space(cls.default_space, f"{mc.backend} default space").items()
-                 if k not in mc.fixed}
+        space = {
+            k: v for k, v in parse_space(cls.default_space, f"{mc.backend} default space").items() if k not in mc.fixed
+        }
     for section, keys in (("fixed", mc.fixed), ("space", space)):
         for key in keys:
             if key not in cls.defaults:
-                raise UsageError(f"unknown parameter {key!r} for backend {mc.backend!r}; {did_you_mean(key, cls.defaults)}",
-                                 f"{where}.{section}.{key}")
+                raise UsageError(
+                    f"unknown parameter {key!r} for backend {mc.backend!r}; {did_you_mean(key, cls.defaults)}",
+                    f"{where}.{section}.{key}",
+                )
     both = set(mc.fixed) & set(space)
     if both:
         raise UsageError("a parameter is either fixed or searched, not both", f"{where}.fixed.{sorted(both)[0]}")
     horizon = config.data.horizon
     if cls.max_horizon is not None and horizon > cls.max_horizon:
-        raise UsageError(f"backend {mc.backend!r} (model {mc.name!r}) forecasts at most {cls.max_horizon} step(s)"
-                         f" ahead, not {horizon}", config.where("data.horizon"))
+        raise UsageError(
+            f"backend {mc.backend!r} (model {mc.name!r}) forecasts at most {cls.max_horizon} step(s)"
+            f" ahead, not {horizon}",
+            config.where("data.horizon"),
+        )
     base = {**cls.defaults, **mc.fixed}
     context = config.data.context_length
     if context and cls.context_param and cls.context_param not in {*mc.fixed, *(mc.space or {})}:
@@ -104,8 +110,16 @@ def make_model_spec(mc: ModelConfig, plugins: Plugins, config: Config) -> ModelS
     for key, entry in space.items():
         for value in entry.extremes():
             _check(cls, plugins, {**base, key: value}, f"{where}.space.{key}")
-    return ModelSpec(mc.name, mc.backend, dict(mc.options), dict(space), base, dict(base),
-                     _sample_cache_size(cls, space, base), tuple(unused))
+    return ModelSpec(
+        mc.name,
+        mc.backend,
+        dict(mc.options),
+        dict(space),
+        base,
+        dict(base),
+        _sample_cache_size(cls, space, base),
+        tuple(unused),
+    )
 
 
 def _sample_cache_size(cls: type[ModelBackend], space: Space, base: Mapping[str, Any]) -> int | None:
@@ -139,8 +153,10 @@ def check_stored(record: StoredRecord, plugins: Plugins, where: str) -> None:
     cls = plugins.backends.get(record.backend)
     for key in record.config:
         if key not in cls.defaults:
-            raise UsageError(f"unknown parameter {key!r} for backend {record.backend!r};"
-                             f" {did_you_mean(key, cls.defaults)}", f"{where}: config.{key}")
+            raise UsageError(
+                f"unknown parameter {key!r} for backend {record.backend!r}; {did_you_mean(key, cls.defaults)}",
+                f"{where}: config.{key}",
+            )
     _check(cls, plugins, {**cls.defaults, **record.config}, f"{where}: config")
 
 

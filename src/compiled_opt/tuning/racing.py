@@ -35,8 +35,15 @@ class Race:
     ``stopped`` counts the candidates stopped at each look; ``full`` those scored with ``max_runs``.
     """
 
-    def __init__(self, memo: ScoreMemo, *, max_runs: int = 12, alpha: float = 0.05, spending: str = "pocock",
-                 replay: Sequence[Logged] = ()):
+    def __init__(
+        self,
+        memo: ScoreMemo,
+        *,
+        max_runs: int = 12,
+        alpha: float = 0.05,
+        spending: str = "pocock",
+        replay: Sequence[Logged] = (),
+    ):
         if spending not in SPENDING:
             raise ValueError(f"spending must be one of {', '.join(map(repr, SPENDING))}, not {spending!r}")
         if not 0 < alpha < 0.5:
@@ -104,8 +111,13 @@ class Race:
 
     def summary(self) -> dict[str, Any]:
         """Candidates scored in full and stopped per look (JSON-ready)."""
-        return {"full": self.full, "stopped": {str(k): v for k, v in sorted(self.stopped.items())},
-                "max_runs": self.max_runs, "alpha": self.alpha, "spending": self.spending}
+        return {
+            "full": self.full,
+            "stopped": {str(k): v for k, v in sorted(self.stopped.items())},
+            "max_runs": self.max_runs,
+            "alpha": self.alpha,
+            "spending": self.spending,
+        }
 
 
 def _first_runs(evaluation: Evaluation, runs: int) -> Evaluation:
@@ -114,5 +126,10 @@ def _first_runs(evaluation: Evaluation, runs: int) -> Evaluation:
     def head(x: Any) -> Any:
         return None if x is None else x[:runs]
 
-    return replace(evaluation, errors=head(evaluation.errors), price_errors=head(evaluation.price_errors),
-                   return_errors=head(evaluation.return_errors), seeds=evaluation.seeds[:runs])
+    return replace(
+        evaluation,
+        errors=head(evaluation.errors),
+        price_errors=head(evaluation.price_errors),
+        return_errors=head(evaluation.return_errors),
+        seeds=evaluation.seeds[:runs],
+    )

@@ -39,8 +39,12 @@ def check_optimizer(name: str, where: str) -> None:
     """A ``UsageError`` at ``where`` unless ``name`` is in Nevergrad's registry (importing Nevergrad)."""
     known = optimizer_names()
     if name not in known:
-        raise UsageError(f"unknown optimizer {name!r}; " + did_you_mean(name, known).split("allowed:")[0]
-                         + "see nevergrad.optimizers.registry", where)
+        raise UsageError(
+            f"unknown optimizer {name!r}; "
+            + did_you_mean(name, known).split("allowed:")[0]
+            + "see nevergrad.optimizers.registry",
+            where,
+        )
 
 
 def plain(value: Any) -> Any:
@@ -96,8 +100,9 @@ class ScoreMemo:
     out (a pooled stage's evaluation over 10,000 symbols is about 200 MB); one let go is scored again when
     asked, with the same result: its draws are keyed by its seeds."""
 
-    def __init__(self, evaluate: Callable[[Mapping[str, Any], tuple[int, ...]], Evaluation],
-                 max_bytes: int = MEMO_BYTES):
+    def __init__(
+        self, evaluate: Callable[[Mapping[str, Any], tuple[int, ...]], Evaluation], max_bytes: int = MEMO_BYTES
+    ):
         self.evaluate = evaluate
         self.known = BoundedCache(max_bytes)
 
@@ -140,8 +145,9 @@ class _Optimizer:
     def __init__(self, space: Space, name: str, budget: int, batch: int, seed: int, first: dict | None):
         import nevergrad as ng
 
-        self.opt = ng.optimizers.registry[name](parametrization=parametrization(space, seed), budget=budget,
-                                                num_workers=batch)
+        self.opt = ng.optimizers.registry[name](
+            parametrization=parametrization(space, seed), budget=budget, num_workers=batch
+        )
         if first is not None:
             self.opt.suggest(first)
         self.left, self.pending = budget, []
@@ -179,10 +185,21 @@ class _Grid:
 FAILED_LOSS = float("inf")  # what the optimizer is told for a candidate that failed
 
 
-def search(evaluate: ScoreMemo, space: Space, base: Mapping[str, Any], seeds: tuple[int, ...], *,
-           optimizer: str, trials: int, batch: int, seed: int, incumbent: Mapping[str, Any] | None = None,
-           exhaustive: bool = False, replay: Sequence[Logged] = (),
-           on_batch: Callable[[list[Trial]], None] = lambda trials: None) -> SearchResult:
+def search(
+    evaluate: ScoreMemo,
+    space: Space,
+    base: Mapping[str, Any],
+    seeds: tuple[int, ...],
+    *,
+    optimizer: str,
+    trials: int,
+    batch: int,
+    seed: int,
+    incumbent: Mapping[str, Any] | None = None,
+    exhaustive: bool = False,
+    replay: Sequence[Logged] = (),
+    on_batch: Callable[[list[Trial]], None] = lambda trials: None,
+) -> SearchResult:
     """Score ``trials`` candidates, ``batch`` at a time (every grid point if ``exhaustive``).
 
     ``base`` holds the non-searched parameters. The incumbent, when it lies inside ``space``, is the
@@ -199,8 +216,9 @@ def search(evaluate: ScoreMemo, space: Space, base: Mapping[str, Any], seeds: tu
         try:
             asker = _Optimizer(space, optimizer, trials, batch, seed, first)
         except ImportError as exc:
-            raise UsageError(f"Nevergrad's {optimizer} needs a package that is not installed: {exc}",
-                             "search.optimizer") from None
+            raise UsageError(
+                f"Nevergrad's {optimizer} needs a package that is not installed: {exc}", "search.optimizer"
+            ) from None
     done: list[Trial] = []
     replay = list(replay)
     while asker.left:
@@ -211,8 +229,9 @@ def search(evaluate: ScoreMemo, space: Space, base: Mapping[str, Any], seeds: tu
             if replay:
                 logged = replay.pop(0)
                 if logged.params != params:
-                    raise ResumeMismatch(f"trial {number}: the resumed search asked {values}; the log has"
-                                         f" {logged.params}")
+                    raise ResumeMismatch(
+                        f"trial {number}: the resumed search asked {values}; the log has {logged.params}"
+                    )
                 finished.append(Trial(number, batch_no, params, logged.score, replayed=True))
             else:
                 finished.append(_score(evaluate, params, seeds, number, batch_no))
@@ -235,6 +254,7 @@ def _score(evaluate: ScoreMemo, params: dict[str, Any], seeds: tuple[int, ...], 
     except (UsageError, ContractError):  # bad input or a broken plugin: every candidate would fail
         raise
     except Exception as exc:  # a failing candidate is told as failed; the search goes on
-        return Trial(number, batch, params, None, error=f"{type(exc).__name__}: {exc}",
-                     traceback=traceback.format_exc())
+        return Trial(
+            number, batch, params, None, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
     return Trial(number, batch, params, evaluation.mean, evaluation, evaluation.runs, cached=cached)

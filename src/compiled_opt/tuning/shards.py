@@ -52,9 +52,20 @@ def split_shards(job: JobSpec) -> list[Shard]:
     """``job``'s symbols in up to ``job.shards`` groups of consecutive symbols, as equal as they come."""
     count = max(1, min(job.shards, len(job.series)))
     bounds = [len(job.series) * i // count for i in range(count + 1)]
-    return [Shard((job.run_id, str(job.job_id), i), job.model, job.series[a:b], job.validation[a:b], job.test[a:b],
-                  job.horizon, job.metric, job.levels, job.cost)
-            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
+    return [
+        Shard(
+            (job.run_id, str(job.job_id), i),
+            job.model,
+            job.series[a:b],
+            job.validation[a:b],
+            job.test[a:b],
+            job.horizon,
+            job.metric,
+            job.levels,
+            job.cost,
+        )
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+    ]
 
 
 EvaluateShards = Callable[[Sequence[ShardCall]], list[Evaluation]]
@@ -72,8 +83,14 @@ class ShardedRunner:
 
         def evaluators(which: str, sample_cache: bool) -> ScoreMemo:
             def evaluate(params: Mapping[str, Any], seeds: tuple[int, ...], every_metric: bool = False) -> Evaluation:
-                return joined(self.evaluate([ShardCall(i, which, sample_cache, dict(params), tuple(seeds), every_metric)
-                                             for i in range(count)]))
+                return joined(
+                    self.evaluate(
+                        [
+                            ShardCall(i, which, sample_cache, dict(params), tuple(seeds), every_metric)
+                            for i in range(count)
+                        ]
+                    )
+                )
 
             return ScoreMemo(evaluate)
 
@@ -94,7 +111,14 @@ class ShardEvaluators:
         shard = self.shards[key] if key in self.shards else self.shards.setdefault(key, load())
         made = (key, call.which, call.sample_cache)
         if made not in self.made:
-            self.made[made] = self.worker.evaluator(shard.model, shard.series, getattr(shard, call.which),
-                                                    shard.horizon, shard.metric, call.sample_cache, shard.levels,
-                                                    shard.cost).evaluate
+            self.made[made] = self.worker.evaluator(
+                shard.model,
+                shard.series,
+                getattr(shard, call.which),
+                shard.horizon,
+                shard.metric,
+                call.sample_cache,
+                shard.levels,
+                shard.cost,
+            ).evaluate
         return self.made[made](call.params, call.seeds, call.every_metric)

@@ -59,14 +59,23 @@ class JobReport:
         if o.reference_kind is ReferenceKind.DEFAULTS:  # re-scored on the decision's seeds, as the kept config was
             defaults_val = o.reference_validation.value
         oos, kept = o.out_of_sample, o.kept_validation
-        return Comparison(kept.value, defaults_val, kept.naive_mae, oos.config_mae, oos.defaults_mae, oos.naive_mae,
-                          oos.change, oos.relative_se)
+        return Comparison(
+            kept.value,
+            defaults_val,
+            kept.naive_mae,
+            oos.config_mae,
+            oos.defaults_mae,
+            oos.naive_mae,
+            oos.change,
+            oos.relative_se,
+        )
 
     def _trial_score(self, params: Mapping[str, Any] | None) -> float | None:
         if params is None:
             return None
-        return next((t.score for t in self.trials if t.score is not None and json.loads(t.params) == dict(params)),
-                    None)
+        return next(
+            (t.score for t in self.trials if t.score is not None and json.loads(t.params) == dict(params)), None
+        )
 
 
 @dataclass(frozen=True)
@@ -87,8 +96,9 @@ def gather(config: Config, which: str, where: str) -> RunReport:
     state = run.load_state()
     outcomes = run.load_outcomes()
     trials: dict[JobId, list[TrialRow]] = {}
-    for row in read_trials(run.path, lambda problem: print(f"warning: {problem}: left out of the report",
-                                                          file=sys.stderr)):
+    for row in read_trials(
+        run.path, lambda problem: print(f"warning: {problem}: left out of the report", file=sys.stderr)
+    ):
         trials.setdefault(row.job, []).append(row)
     ids = list(dict.fromkeys([*state.jobs, *outcomes, *trials]))
     ids.sort(key=lambda j: (j.stage is Stage.SEARCH, j.symbol or "", j.model))
@@ -96,6 +106,14 @@ def gather(config: Config, which: str, where: str) -> RunReport:
     for job in ids:
         job_state, done = state.jobs.get(job), outcomes.get(job)
         status = done.status if done else Status.FAILED if job_state and job_state.error else Status.INTERRUPTED
-        jobs.append(JobReport(job, status, job_state.error if job_state else "", trials.get(job, []), done,
-                              state.defaults.get(job.model)))
+        jobs.append(
+            JobReport(
+                job,
+                status,
+                job_state.error if job_state else "",
+                trials.get(job, []),
+                done,
+                state.defaults.get(job.model),
+            )
+        )
     return RunReport(state.run_id, state, run.path, jobs)

@@ -19,7 +19,14 @@ from compiled_opt.commands.report.data import Comparison, JobReport
 CONFIG, DEFAULTS, NAIVE, BEST, FAILED = "#1f77b4", "#7f7f7f", "#9467bd", "#ff7f0e", "#d62728"
 BETTER, WORSE = "#2ca02c", "#d62728"
 DPI = 96
-LEGEND = ("trial", "off the scale", "best so far", "model defaults", "kept config", "failed")  # the trace's legend order
+LEGEND = (
+    "trial",
+    "off the scale",
+    "best so far",
+    "model defaults",
+    "kept config",
+    "failed",
+)  # the trace's legend order
 
 
 def plain(text: str) -> str:
@@ -65,11 +72,28 @@ def _trace(ax, job: JobReport, comparison: Comparison) -> None:
     fresh = [t for t in scored if not t.cached and t not in off]
     cached = [t for t in scored if t.cached and t not in off]
     if fresh:
-        ax.errorbar([t.trial for t in fresh], [t.score for t in fresh], yerr=[t.sem or 0.0 for t in fresh], fmt="o",
-                    ms=4, color=CONFIG, ecolor=CONFIG, elinewidth=1, capsize=2, label="trial (± sem over runs)")
+        ax.errorbar(
+            [t.trial for t in fresh],
+            [t.score for t in fresh],
+            yerr=[t.sem or 0.0 for t in fresh],
+            fmt="o",
+            ms=4,
+            color=CONFIG,
+            ecolor=CONFIG,
+            elinewidth=1,
+            capsize=2,
+            label="trial (± sem over runs)",
+        )
     if cached:
-        ax.plot([t.trial for t in cached], [t.score for t in cached], "o", ms=6, mfc="none", color=CONFIG,
-                label="trial (cached score)")
+        ax.plot(
+            [t.trial for t in cached],
+            [t.score for t in cached],
+            "o",
+            ms=6,
+            mfc="none",
+            color=CONFIG,
+            label="trial (cached score)",
+        )
     if scored:
         best = np.minimum.accumulate([t.score for t in scored])
         ax.step([t.trial for t in scored], best, where="post", color=BEST, lw=1.8, label="best so far")
@@ -82,38 +106,71 @@ def _trace(ax, job: JobReport, comparison: Comparison) -> None:
     if off:
         bottom = ax.get_ylim()[0]
         ax.set_ylim(bottom - 0.04 * (top - bottom), top)
-        ax.plot([t.trial for t in off], [top] * len(off), "^", ms=7, color=CONFIG, clip_on=False,
-                label=f"off the scale ({len(off)}, up to {max(t.score for t in off):.4g})")
+        ax.plot(
+            [t.trial for t in off],
+            [top] * len(off),
+            "^",
+            ms=7,
+            color=CONFIG,
+            clip_on=False,
+            label=f"off the scale ({len(off)}, up to {max(t.score for t in off):.4g})",
+        )
     failed = [t for t in job.trials if t.score is None]
     if failed:
         top = ax.get_ylim()[1] if scored else 1.0
-        ax.plot([t.trial for t in failed], [top] * len(failed), "x", ms=7, mew=2, color=FAILED, clip_on=False,
-                label=f"failed ({len(failed)})")
+        ax.plot(
+            [t.trial for t in failed],
+            [top] * len(failed),
+            "x",
+            ms=7,
+            mew=2,
+            color=FAILED,
+            clip_on=False,
+            label=f"failed ({len(failed)})",
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel("validation MAE")
     ax.set_title(plain(f"Search trace: {job.job}"), loc="left", fontsize=11)
     ax.grid(alpha=0.3)
     if job.trials:
         handles, labels = ax.get_legend_handles_labels()
-        order = sorted(range(len(labels)),
-                       key=lambda i: (LEGEND.index(labels[i].split(" (")[0]), "cached" in labels[i]))
-        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.16), ncols=min(len(labels), 4), frameon=False)
+        order = sorted(
+            range(len(labels)), key=lambda i: (LEGEND.index(labels[i].split(" (")[0]), "cached" in labels[i])
+        )
+        ax.legend(
+            [handles[i] for i in order],
+            [labels[i] for i in order],
+            fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncols=min(len(labels), 4),
+            frameon=False,
+        )
     else:
         ax.text(0.5, 0.5, "no trials logged", ha="center", va="center", transform=ax.transAxes)
 
 
 def _versus(ax, c: Comparison) -> None:
     """Relative MAE against the model's defaults on validation and test: the kept config, the naive forecast."""
-    groups = [("validation", c.validation, c.defaults_validation, c.naive_validation, None),
-              ("test", c.test, c.defaults_test, c.naive_test, c.test_se)]
+    groups = [
+        ("validation", c.validation, c.defaults_validation, c.naive_validation, None),
+        ("test", c.test, c.defaults_test, c.naive_test, c.test_se),
+    ]
     ax.axhline(0, color=DEFAULTS, lw=1, ls="--")
     ax.set_title("MAE vs the model's defaults", loc="left", fontsize=11)
     shown = False
-    for i, (name, mine, defaults, naive, se) in enumerate(groups):
+    for i, (_name, mine, defaults, naive, se) in enumerate(groups):
         if mine is None or not defaults:
-            ax.text(i, 0.5, "not scored\nin this run", ha="center", va="center", fontsize=8, color=DEFAULTS,
-                    transform=ax.get_xaxis_transform())
+            ax.text(
+                i,
+                0.5,
+                "not scored\nin this run",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color=DEFAULTS,
+                transform=ax.get_xaxis_transform(),
+            )
             continue
         shown = True
         rel = 100 * (mine / defaults - 1)
@@ -125,14 +182,23 @@ def _versus(ax, c: Comparison) -> None:
     ax.set_ylabel("% change of MAE (below 0: better)")
     ax.grid(axis="y", alpha=0.3)
     if shown:
-        ax.legend(handles=[Patch(color=CONFIG, label="kept config (test: ± SE)"), Patch(color=NAIVE, label="naive forecast")],
-                  fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, frameon=False)
+        ax.legend(
+            handles=[Patch(color=CONFIG, label="kept config (test: ± SE)"), Patch(color=NAIVE, label="naive forecast")],
+            fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.12),
+            ncols=2,
+            frameon=False,
+        )
 
 
 def skill_scatter(jobs: Sequence[JobReport]) -> bytes | None:
     """Skill against the naive forecast on validation (x) and test (y), one point per finished job."""
-    points = [(j, j.outcome.kept_validation.skill, j.outcome.test.skill) for j in jobs if j.outcome is not None
-              and j.outcome.kept_validation.skill is not None and j.outcome.test.skill is not None]
+    points = [
+        (j, j.outcome.kept_validation.skill, j.outcome.test.skill)
+        for j in jobs
+        if j.outcome is not None and j.outcome.kept_validation.skill is not None and j.outcome.test.skill is not None
+    ]
     if not points:
         return None
     fig = Figure(figsize=(4.9, 4.6), layout="constrained")

@@ -27,7 +27,8 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        background: #f6f7f9; }
 main { max-width: 1180px; margin: 0 auto; padding: 16px 28px 40px; background: #fff; }
 h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; }
-h3 { font-size: 16px; margin: 0 0 6px; } h4 { font-size: 13px; margin: 8px 0 4px; color: #555; text-transform: uppercase; }
+h3 { font-size: 16px; margin: 0 0 6px; }
+h4 { font-size: 13px; margin: 8px 0 4px; color: #555; text-transform: uppercase; }
 .meta { color: #555; margin: 0 0 10px; } .note { color: #666; font-size: 13px; }
 .oos { background: #eef4fb; border-left: 4px solid #1f77b4; padding: 6px 10px; }
 table { border-collapse: collapse; font-size: 13px; }
@@ -68,45 +69,62 @@ def render(report: RunReport, metrics: Mapping[str, Metric] | None = None) -> st
     parts = [
         f"<h1>compiled-opt run {escape(report.run_id)}</h1>",
         f'<p class="meta">started {escape(format_time(state.created_at))}'
-        f' · compiled-opt {escape(state.engine_version or "?")}'
+        f" · compiled-opt {escape(state.engine_version or '?')}"
         f" · config {escape(state.config.path)} · run folder <code>{escape(str(report.run_path))}</code>"
         "</p>",
         f'<p class="oos">{escape(line)}</p>' if line else "",
         '<p class="note">Configs are chosen on the validation windows only; the test windows are reported here and'
         " never used to choose. Skill = 1 - MAE / MAE of the naive forecast (predicted return 0): above 0 beats it."
         "</p>",
-        "<h2>Summary</h2>", _summary(report, comparisons),
-        "<h2>Across symbols</h2>", _across(report), _metrics_across(report, metrics),
-        "<h2>Per job</h2>", *(_job(j, comparisons[j.job], metrics) for j in report.jobs),
+        "<h2>Summary</h2>",
+        _summary(report, comparisons),
+        "<h2>Across symbols</h2>",
+        _across(report),
+        _metrics_across(report, metrics),
+        "<h2>Per job</h2>",
+        *(_job(j, comparisons[j.job], metrics) for j in report.jobs),
         "<h2>Config</h2>",
         f"<details><summary>the run's config file and command-line overrides</summary><pre>"
         f"{escape(state.config.text)}</pre><pre>{escape(json.dumps(state.config.overrides))}"
         "</pre></details>",
     ]
-    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>compiled-opt report {escape(report.run_id)}</title><style>{CSS}</style></head>"
-            f"<body><main>\n{chr(10).join(p for p in parts if p)}\n</main></body></html>\n")
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>compiled-opt report {escape(report.run_id)}</title><style>{CSS}</style></head>"
+        f"<body><main>\n{chr(10).join(p for p in parts if p)}\n</main></body></html>\n"
+    )
 
 
 def _summary(report: RunReport, comparisons: Mapping[str, Comparison]) -> str:
-    head = ("Job", "Status", "Trials", "Failed", "Cached", "Val MAE", "Test MAE", "Test skill",
-            "Test vs defaults")
+    head = ("Job", "Status", "Trials", "Failed", "Cached", "Val MAE", "Test MAE", "Test skill", "Test vs defaults")
     rows = []
     for j in report.jobs:
         c = comparisons[j.job]
         skill = j.outcome.test.skill if j.outcome else None
-        rows.append([f'<a href="#{_anchor(j.job)}">{escape(str(j.job))}</a>', _status(j.status),
-                     *(_num(n) for n in (len(j.trials), sum(t.score is None for t in j.trials),
-                                         sum(t.cached for t in j.trials))),
-                     _num(c.validation), _num(c.test), _num(skill, "+.4f"), _change(c.test_change, c.test_se)])
+        rows.append(
+            [
+                f'<a href="#{_anchor(j.job)}">{escape(str(j.job))}</a>',
+                _status(j.status),
+                *(
+                    _num(n)
+                    for n in (len(j.trials), sum(t.score is None for t in j.trials), sum(t.cached for t in j.trials))
+                ),
+                _num(c.validation),
+                _num(c.test),
+                _num(skill, "+.4f"),
+                _change(c.test_change, c.test_se),
+            ]
+        )
     return _table(head, rows, numeric_from=2)
 
 
 def _across(report: RunReport) -> str:
-    figs = [(figures.skill_scatter(report.searches), "validation vs test skill per symbol"),
-            (figures.change_bars(report.searches), "test MAE change against the model's defaults per symbol"),
-            (figures.trial_times(report.jobs), "seconds per trial per job")]
+    figs = [
+        (figures.skill_scatter(report.searches), "validation vs test skill per symbol"),
+        (figures.change_bars(report.searches), "test MAE change against the model's defaults per symbol"),
+        (figures.trial_times(report.jobs), "seconds per trial per job"),
+    ]
     shown = [_img(data, alt) for data, alt in figs if data is not None]
     if not shown:
         return '<p class="note">No job of this run finished: nothing to compare across symbols.</p>'
@@ -125,23 +143,36 @@ def _metrics_across(report: RunReport, metrics: Mapping[str, Metric]) -> str:
 def _job_metrics(j: JobReport, metrics: Mapping[str, Metric]) -> str:
     """Every metric of the kept config on the test windows, against the defaults and the naive forecast."""
     found = j.outcome.out_of_sample.metrics if j.outcome else {}
-    rows = [[escape(name), *(_num(metric.shown(getattr(c, k))) for k in ("config", "defaults", "naive")),
-             f"{_num(metric.shown(c.config) - metric.shown(c.defaults), '+.4g')} ± {_num(c.se, '.2g')}"]
-            for name, metric in metrics.items() for c in [found.get(name)] if c is not None]
+    rows = [
+        [
+            escape(name),
+            *(_num(metric.shown(getattr(c, k))) for k in ("config", "defaults", "naive")),
+            f"{_num(metric.shown(c.config) - metric.shown(c.defaults), '+.4g')} ± {_num(c.se, '.2g')}",
+        ]
+        for name, metric in metrics.items()
+        for c in [found.get(name)]
+        if c is not None
+    ]
     if not rows:
         return ""
-    return ("<h4>Test metrics</h4>" + _table(("metric", "kept config", "defaults", "naive", "vs defaults (± SE)"),
-                                              rows, numeric_from=1))
+    return "<h4>Test metrics</h4>" + _table(
+        ("metric", "kept config", "defaults", "naive", "vs defaults (± SE)"), rows, numeric_from=1
+    )
 
 
 def _job(j: JobReport, c: Comparison, metrics: Mapping[str, Metric]) -> str:
-    heading = (f"{escape(j.job.symbol)} · {escape(j.job.model)}" if j.job.stage is Stage.SEARCH
-               else f"pooled stage · {escape(j.job.model)}")
-    return (f'<section class="job" id="{_anchor(j.job)}"><h3>{heading}{_status(j.status)}</h3>'
-            f"{_img(figures.job_figure(j, c), f'search trace of {j.job}')}"
-            f'<div class="cols"><div><h4>Decision</h4>{_decision(j)}</div>'
-            f"<div><h4>Errors (MAE)</h4>{_errors(c)}{_job_metrics(j, metrics)}</div>"
-            f"<div><h4>Kept config</h4>{_params(j.chosen)}</div></div></section>")
+    heading = (
+        f"{escape(j.job.symbol)} · {escape(j.job.model)}"
+        if j.job.stage is Stage.SEARCH
+        else f"pooled stage · {escape(j.job.model)}"
+    )
+    return (
+        f'<section class="job" id="{_anchor(j.job)}"><h3>{heading}{_status(j.status)}</h3>'
+        f"{_img(figures.job_figure(j, c), f'search trace of {j.job}')}"
+        f'<div class="cols"><div><h4>Decision</h4>{_decision(j)}</div>'
+        f"<div><h4>Errors (MAE)</h4>{_errors(c)}{_job_metrics(j, metrics)}</div>"
+        f"<div><h4>Kept config</h4>{_params(j.chosen)}</div></div></section>"
+    )
 
 
 def _decision(j: JobReport) -> str:
@@ -157,33 +188,42 @@ def _decision(j: JobReport) -> str:
     keys = [k for k in DECISION_KEYS if stats.get(k) is not None]
     keys += [k for k in stats if k not in keys and k != "seeds" and not isinstance(stats[k], (dict, list))]
     if d.options:
-        text += f"<p class=\"note\">options: <code>{escape(json.dumps(d.options))}</code></p>"
+        text += f'<p class="note">options: <code>{escape(json.dumps(d.options))}</code></p>'
     if d.pooled_gate:
-        text += f"<p class=\"note\">against the pooled config: p = {_num(d.pooled_gate.p_value, '.3g')}</p>"
-    return text + (_table(("statistic", "value"), [[escape(k), _num(stats[k])] for k in keys], numeric_from=1)
-                   if keys else "")
+        text += f'<p class="note">against the pooled config: p = {_num(d.pooled_gate.p_value, ".3g")}</p>'
+    return text + (
+        _table(("statistic", "value"), [[escape(k), _num(stats[k])] for k in keys], numeric_from=1) if keys else ""
+    )
 
 
 def _errors(c: Comparison) -> str:
-    rows = [["kept config", _num(c.validation), _num(c.test)],
-            ["model defaults", _num(c.defaults_validation), _num(c.defaults_test)],
-            ["naive forecast", _num(c.naive_validation), _num(c.naive_test)]]
+    rows = [
+        ["kept config", _num(c.validation), _num(c.test)],
+        ["model defaults", _num(c.defaults_validation), _num(c.defaults_test)],
+        ["naive forecast", _num(c.naive_validation), _num(c.naive_test)],
+    ]
     table = _table(("", "validation", "test"), rows, numeric_from=1)
-    return table + (f'<p>test vs defaults: {_change(c.test_change, c.test_se)}</p>' if c.test_change is not None
-                    else '<p class="note">"-": not scored in this run.</p>')
+    return table + (
+        f"<p>test vs defaults: {_change(c.test_change, c.test_se)}</p>"
+        if c.test_change is not None
+        else '<p class="note">"-": not scored in this run.</p>'
+    )
 
 
 def _params(params: Mapping[str, Any] | None) -> str:
     if not params:
         return "<p>-</p>"
-    return _table(("parameter", "value"), [[escape(k), escape(format_value(v))] for k, v in params.items()],
-                  numeric_from=1)
+    return _table(
+        ("parameter", "value"), [[escape(k), escape(format_value(v))] for k, v in params.items()], numeric_from=1
+    )
 
 
 # --- small pieces ---------------------------------------------------------------------------------
 
+
 def _table(head: Iterable[str], rows: Iterable[list[str]], numeric_from: int) -> str:
     """Cells are HTML already (escaped by the caller); columns from ``numeric_from`` are right-aligned."""
+
     def cls(i: int) -> str:
         return ' class="num"' if i >= numeric_from else ""
 

@@ -42,8 +42,9 @@ def locate(wanted: Sequence[Weights], files: Sequence[str] = FILES) -> list[Path
     for weights in wanted:
         directory, repo = _directory(weights.name)
         if directory is None:
-            problems.append(f"{weights.what} {weights.name!r} is neither a directory nor in the local Hugging Face"
-                            " cache")
+            problems.append(
+                f"{weights.what} {weights.name!r} is neither a directory nor in the local Hugging Face cache"
+            )
             repos.append(repo or weights.default)
             options.append(weights.option)
             continue

@@ -132,8 +132,16 @@ class _Actor:
 class RayExecutor(Executor):
     """See the module docstring."""
 
-    def __init__(self, workers: int = 0, gpus_per_worker: float = 1.0, address: str = "", max_retries: int = 2,
-                 bind: str = "loopback", cpus_per_worker: float = 1.0, stream_s: float = 0.5):
+    def __init__(
+        self,
+        workers: int = 0,
+        gpus_per_worker: float = 1.0,
+        address: str = "",
+        max_retries: int = 2,
+        bind: str = "loopback",
+        cpus_per_worker: float = 1.0,
+        stream_s: float = 0.5,
+    ):
         if bind not in BINDS:
             raise OptionError(f"must be one of {', '.join(map(repr, BINDS))}, not {bind!r}", "bind")
         self.bind = bind
@@ -160,8 +168,12 @@ class RayExecutor(Executor):
             quiet.setLevel(logging.ERROR)
             try:
                 with _loopback(not (self.address or os.environ.get("RAY_ADDRESS")) and self.bind == "loopback"):
-                    ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
-                             configure_logging=False)
+                    ray.init(
+                        address=self.address or None,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        configure_logging=False,
+                    )
             finally:
                 quiet.setLevel(level)
         return ray
@@ -213,8 +225,14 @@ class RayExecutor(Executor):
             attempt = 0
             while True:
                 try:
-                    return ray.get([self.actors[c.shard % len(self.actors)].evaluate.remote(
-                        shards[c.shard].key, refs[c.shard], c) for c in calls])
+                    return ray.get(
+                        [
+                            self.actors[c.shard % len(self.actors)].evaluate.remote(
+                                shards[c.shard].key, refs[c.shard], c
+                            )
+                            for c in calls
+                        ]
+                    )
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
                     attempt += 1
                     if attempt > self.max_retries:
@@ -243,8 +261,9 @@ class RayExecutor(Executor):
                     free.append(actor)  # Ray restarts it
                     if attempt <= self.max_retries:
                         rows = streamed.pop(job.job_id, [])
-                        pending.appendleft((dataclasses.replace(job, replay=job.replay + logged_trials(rows)),
-                                            attempt + 1))
+                        pending.appendleft(
+                            (dataclasses.replace(job, replay=job.replay + logged_trials(rows)), attempt + 1)
+                        )
                         continue
                     events = [JobDone(job.job_id, None, f"its Ray worker died {attempt} times ({type(exc).__name__})")]
                 for event in events:

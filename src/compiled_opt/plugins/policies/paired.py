@@ -53,8 +53,12 @@ def runs_test(d: np.ndarray) -> Test | None:
     mc = mc_standard_error(d)
     if mc is None:
         return None
-    return Test(float(d.mean()), mc[0], mc[1],
-                "one-sided paired t-test over runs (per-window variances pooled, Welch-Satterthwaite df)")
+    return Test(
+        float(d.mean()),
+        mc[0],
+        mc[1],
+        "one-sided paired t-test over runs (per-window variances pooled, Welch-Satterthwaite df)",
+    )
 
 
 def windows_test(d: np.ndarray) -> Test | None:
@@ -63,8 +67,12 @@ def windows_test(d: np.ndarray) -> Test | None:
     se = window_standard_error(per_window)
     if se is None:
         return None
-    return Test(float(per_window.mean()), se, float(per_window.size - 1),
-                "one-sided paired t-test over windows (run-averaged errors)")
+    return Test(
+        float(per_window.mean()),
+        se,
+        float(per_window.size - 1),
+        "one-sided paired t-test over windows (run-averaged errors)",
+    )
 
 
 class Paired(Policy):
@@ -128,30 +136,51 @@ class Paired(Policy):
     def _sign_only(self, stats: dict, text: str, why: str) -> Decision:
         gain = stats["relative_improvement"]
         accept = stats["mean_difference"] > stats["margin"]
-        stats.update(test=f"sign of the difference ({why})", statistic=None, df=None, se_difference=0.0,
-                     p_value=0.0 if accept else 1.0, lower_bound=gain)
+        stats.update(
+            test=f"sign of the difference ({why})",
+            statistic=None,
+            df=None,
+            se_difference=0.0,
+            p_value=0.0 if accept else 1.0,
+            lower_bound=gain,
+        )
         if accept:
             return Decision(True, f"{text}; {why}: decided on the difference alone", stats)
         if stats["mean_difference"] == 0:
             return Decision(False, f"No difference: both configs scored the same ({why})", stats)
-        return Decision(False, f"Insufficient improvement: {100 * gain:.2f}% (needs > {100 * self.min_effect:g}%);"
-                        f" {why}: decided on the difference alone", stats)
+        return Decision(
+            False,
+            f"Insufficient improvement: {100 * gain:.2f}% (needs > {100 * self.min_effect:g}%);"
+            f" {why}: decided on the difference alone",
+            stats,
+        )
 
     def _t_decision(self, stats: dict, text: str, test: Test, margin: float, base: float) -> Decision:
         t = (test.mean - margin) / test.se
         p = float(st.t.sf(t, test.df))
         bound = (test.mean - st.t.ppf(1 - self.alpha, test.df) * test.se) / base
-        stats.update(test=test.name, statistic=float(t), df=test.df, p_value=p, se_difference=test.se,
-                     lower_bound=float(bound))
-        detail = (f"paired over {stats[self.scope]} {self.scope}: SE {100 * test.se / base:.2f}%, t={t:.2f}"
-                  f" (df {test.df:.1f}), p={p:.3g}")
+        stats.update(
+            test=test.name, statistic=float(t), df=test.df, p_value=p, se_difference=test.se, lower_bound=float(bound)
+        )
+        detail = (
+            f"paired over {stats[self.scope]} {self.scope}: SE {100 * test.se / base:.2f}%, t={t:.2f}"
+            f" (df {test.df:.1f}), p={p:.3g}"
+        )
         if p < self.alpha:
-            return Decision(True, f"{text}; {detail} < {self.alpha:g}; at least {100 * bound:.2f}% with"
-                            f" {100 * (1 - self.alpha):g}% confidence", stats)
+            return Decision(
+                True,
+                f"{text}; {detail} < {self.alpha:g}; at least {100 * bound:.2f}% with"
+                f" {100 * (1 - self.alpha):g}% confidence",
+                stats,
+            )
         beyond = f" beyond {100 * self.min_effect:g}%" if self.min_effect else ""
-        return Decision(False, f"No significant improvement{beyond}: {100 * stats['relative_improvement']:.2f}%"
-                        f" (MAE: {stats['incumbent_mean']:.6f} -> {stats['challenger_mean']:.6f}); {detail}"
-                        f" >= {self.alpha:g}", stats)
+        return Decision(
+            False,
+            f"No significant improvement{beyond}: {100 * stats['relative_improvement']:.2f}%"
+            f" (MAE: {stats['incumbent_mean']:.6f} -> {stats['challenger_mean']:.6f}); {detail}"
+            f" >= {self.alpha:g}",
+            stats,
+        )
 
 
 @hookimpl

@@ -47,8 +47,15 @@ class Sequential(Paired, StagedPolicy):
 
     name = "sequential"
 
-    def __init__(self, alpha: float = 0.05, min_effect: float = 0.0, confirm: bool = True, max_runs: int = 12,
-                 spending: str = "pocock", futility: float = 0.1):
+    def __init__(
+        self,
+        alpha: float = 0.05,
+        min_effect: float = 0.0,
+        confirm: bool = True,
+        max_runs: int = 12,
+        spending: str = "pocock",
+        futility: float = 0.1,
+    ):
         super().__init__("runs", alpha, min_effect, confirm)
         if not isinstance(max_runs, int) or not 2 <= max_runs <= MAX_RUNS:
             raise OptionError(f"must be an integer from 2 to {MAX_RUNS}, not {max_runs!r}", "max_runs")
@@ -82,14 +89,30 @@ class Sequential(Paired, StagedPolicy):
         z = z_equivalent(t, test.df)
         last = look == len(design.runs) - 1
         lower = None if last or futile[look] == -math.inf else futile[look]
-        action = ("accept" if z >= design.efficacy[look] else "reject" if last
-                  else "futility" if lower is not None and z < lower else "continue")
-        return {"look": look + 1, "runs": design.runs[look], "mean_difference": test.mean,
-                "se_difference": test.se, "df": test.df, "statistic": float(t), "z": z,
-                "efficacy_bound": design.efficacy[look], "critical_t": design.critical_t(look, test.df),
-                "futility_bound": lower,
-                "futility_t": None if lower is None else float(st.t.isf(st.norm.sf(lower), test.df)),
-                "alpha_spent": design.spent(look), "action": action}
+        action = (
+            "accept"
+            if z >= design.efficacy[look]
+            else "reject"
+            if last
+            else "futility"
+            if lower is not None and z < lower
+            else "continue"
+        )
+        return {
+            "look": look + 1,
+            "runs": design.runs[look],
+            "mean_difference": test.mean,
+            "se_difference": test.se,
+            "df": test.df,
+            "statistic": float(t),
+            "z": z,
+            "efficacy_bound": design.efficacy[look],
+            "critical_t": design.critical_t(look, test.df),
+            "futility_bound": lower,
+            "futility_t": None if lower is None else float(st.t.isf(st.norm.sf(lower), test.df)),
+            "alpha_spent": design.spent(look),
+            "action": action,
+        }
 
     def _decision(self, challenger, incumbent, design: Boundaries, path: list[dict], test: Test) -> Decision:
         stats, text, _, _ = self.describe(challenger, incumbent)
@@ -99,24 +122,45 @@ class Sequential(Paired, StagedPolicy):
         bound = (test.mean - end["critical_t"] * test.se) / base
         stats.update(
             test="group-sequential one-sided paired t-test over runs (per-window variances pooled, Welch-"
-                 f"Satterthwaite df; {self.spending} alpha spending, conditional-power futility {self.futility:g})",
-            statistic=end["statistic"], df=test.df, se_difference=test.se, p_value=p, lower_bound=float(bound),
-            spending=self.spending, futility=self.futility, max_runs=self.max_runs, looks=list(design.runs),
-            runs_spent=end["runs"], stopped=end["action"], stages=path,
-            stage_summary="; ".join(_summary(s) for s in path))
+            f"Satterthwaite df; {self.spending} alpha spending, conditional-power futility {self.futility:g})",
+            statistic=end["statistic"],
+            df=test.df,
+            se_difference=test.se,
+            p_value=p,
+            lower_bound=float(bound),
+            spending=self.spending,
+            futility=self.futility,
+            max_runs=self.max_runs,
+            looks=list(design.runs),
+            runs_spent=end["runs"],
+            stopped=end["action"],
+            stages=path,
+            stage_summary="; ".join(_summary(s) for s in path),
+        )
         where = f"look {end['look']} of {len(design.runs)} ({end['runs']} runs)"
         detail = f"t={end['statistic']:.2f} (df {test.df:.1f})"
         if end["action"] == "accept":
-            return Decision(True, f"{text}; sequential paired test over runs, {where}: {detail} >="
-                            f" {end['critical_t']:.2f}, p={p:.3g} < {self.alpha:g}; at least {100 * bound:.2f}% with"
-                            f" {100 * (1 - self.alpha):g}% confidence", stats)
+            return Decision(
+                True,
+                f"{text}; sequential paired test over runs, {where}: {detail} >="
+                f" {end['critical_t']:.2f}, p={p:.3g} < {self.alpha:g}; at least {100 * bound:.2f}% with"
+                f" {100 * (1 - self.alpha):g}% confidence",
+                stats,
+            )
         beyond = f" beyond {100 * self.min_effect:g}%" if self.min_effect else ""
-        why = (f"stopped for futility at {where}: {detail} < {end['futility_t']:.2f} (conditional power below"
-               f" {self.futility:g})" if end["action"] == "futility"
-               else f"not accepted at {where}, the last: {detail} < {end['critical_t']:.2f}")
-        return Decision(False, f"No significant improvement{beyond}: {100 * stats['relative_improvement']:.2f}%"
-                        f" (MAE: {incumbent.mean:.6f} -> {challenger.mean:.6f}); sequential paired test over runs"
-                        f" {why}, p={p:.3g}", stats)
+        why = (
+            f"stopped for futility at {where}: {detail} < {end['futility_t']:.2f} (conditional power below"
+            f" {self.futility:g})"
+            if end["action"] == "futility"
+            else f"not accepted at {where}, the last: {detail} < {end['critical_t']:.2f}"
+        )
+        return Decision(
+            False,
+            f"No significant improvement{beyond}: {100 * stats['relative_improvement']:.2f}%"
+            f" (MAE: {incumbent.mean:.6f} -> {challenger.mean:.6f}); sequential paired test over runs"
+            f" {why}, p={p:.3g}",
+            stats,
+        )
 
 
 def _summary(stage: dict) -> str:

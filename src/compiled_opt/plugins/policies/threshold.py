@@ -30,8 +30,12 @@ class RelativeThreshold(Policy):
         stats = {"relative_improvement": gain, "threshold": self.threshold}
         if gain > self.threshold:
             return Decision(True, text, stats)
-        return Decision(False, f"Insufficient improvement: {100 * gain:.2f}% (needs > {100 * self.threshold:g}%)"
-                        f" (MAE: {incumbent.mean:.6f} -> {challenger.mean:.6f})", stats)
+        return Decision(
+            False,
+            f"Insufficient improvement: {100 * gain:.2f}% (needs > {100 * self.threshold:g}%)"
+            f" (MAE: {incumbent.mean:.6f} -> {challenger.mean:.6f})",
+            stats,
+        )
 
 
 class AnyImprovement(RelativeThreshold):

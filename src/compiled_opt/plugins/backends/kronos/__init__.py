@@ -53,11 +53,17 @@ def import_kronos() -> Any:
 def load_modules(package: Any, model: str, tokenizer: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The tokenizer and the model through the package's own ``from_pretrained``, each from a directory
     or, offline, the Hugging Face cache; whatever is missing of either is reported at once."""
-    tokenizer_dir, model_dir = locate([Weights("kronos tokenizer", tokenizer, DEFAULT_TOKENIZER, "tokenizer"),
-                                       Weights("kronos model", model, DEFAULT_MODEL, "model")])
+    tokenizer_dir, model_dir = locate(
+        [
+            Weights("kronos tokenizer", tokenizer, DEFAULT_TOKENIZER, "tokenizer"),
+            Weights("kronos model", model, DEFAULT_MODEL, "model"),
+        ]
+    )
     loaded = []
-    for cls, directory, what in ((package.KronosTokenizer, tokenizer_dir, "kronos tokenizer"),
-                                 (package.Kronos, model_dir, "kronos model")):
+    for cls, directory, what in (
+        (package.KronosTokenizer, tokenizer_dir, "kronos tokenizer"),
+        (package.Kronos, model_dir, "kronos model"),
+    ):
         # from_pretrained prints "Loading weights from local directory"
         with loading(what, directory), contextlib.redirect_stdout(io.StringIO()):
             loaded.append(cls.from_pretrained(str(directory)))
@@ -245,8 +251,9 @@ class KronosBackend(ModelBackend):
         with self._precision():
             outputs = self.encoder(x.to(device), stamp.to(device))
         s1_logits, last, keys, values, prefix = owned(outputs)
-        return Encoded(s1_logits.float(), last, keys, values, prefix,
-                       mean[:, CLOSE].to(device), scale[:, CLOSE].to(device))
+        return Encoded(
+            s1_logits.float(), last, keys, values, prefix, mean[:, CLOSE].to(device), scale[:, CLOSE].to(device)
+        )
 
     def probabilities(self, logits: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
         """Softmax of ``logits / temperature`` after the package's top-k (else top-p) filter."""

@@ -14,11 +14,32 @@ from typing import Any
 import torch
 
 DROPOUT = {"ffn_dropout_p": 0.1, "attn_dropout_p": 0.1, "resid_dropout_p": 0.1}  # off in eval mode
-TOKENIZER_BASE = dict(d_in=6, d_model=256, n_heads=4, ff_dim=512, n_enc_layers=4, n_dec_layers=4, s1_bits=10,
-                      s2_bits=10, beta=0.05, gamma0=1.0, gamma=1.1, zeta=0.05, group_size=4, **DROPOUT)
+TOKENIZER_BASE = dict(
+    d_in=6,
+    d_model=256,
+    n_heads=4,
+    ff_dim=512,
+    n_enc_layers=4,
+    n_dec_layers=4,
+    s1_bits=10,
+    s2_bits=10,
+    beta=0.05,
+    gamma0=1.0,
+    gamma=1.1,
+    zeta=0.05,
+    group_size=4,
+    **DROPOUT,
+)
 TOKENIZERS = {
-    "tiny": {**TOKENIZER_BASE, "d_model": 32, "ff_dim": 64, "n_enc_layers": 3, "n_dec_layers": 3, "s1_bits": 6,
-             "s2_bits": 6},
+    "tiny": {
+        **TOKENIZER_BASE,
+        "d_model": 32,
+        "ff_dim": 64,
+        "n_enc_layers": 3,
+        "n_dec_layers": 3,
+        "s1_bits": 6,
+        "s2_bits": 6,
+    },
     "small": TOKENIZER_BASE,
     "base": TOKENIZER_BASE,
 }
@@ -37,8 +58,10 @@ def random_modules(size: str = "tiny", seed: int = 0, layers: int | None = None)
     package = import_kronos()
     torch.manual_seed(seed)
     model = {**MODELS[size], **({"n_layers": layers} if layers else {})}
-    return (package.KronosTokenizer(**TOKENIZERS[size]),
-            package.Kronos(**model, **DROPOUT, token_dropout_p=0.1, learn_te=True))
+    return (
+        package.KronosTokenizer(**TOKENIZERS[size]),
+        package.Kronos(**model, **DROPOUT, token_dropout_p=0.1, learn_te=True),
+    )
 
 
 def write_random(directory: Path, size: str = "tiny", seed: int = 0, layers: int | None = None) -> dict[str, str]:

@@ -37,8 +37,9 @@ def rotate(rotary: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Ten
     return x * cos + rotary._rotate_half(x) * sin
 
 
-def attend_with_self(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     past_k: torch.Tensor, past_v: torch.Tensor) -> torch.Tensor:
+def attend_with_self(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+) -> torch.Tensor:
     """Causal attention for Q new positions that each see the shared prefix and only themselves:
     ``q, k, v`` ``[W, h, Q, hd]``, ``past_k, past_v`` ``[W, h, P, hd]`` (no Q x Q scores)."""
     scale = q.shape[-1] ** -0.5

@@ -14,17 +14,34 @@ from typing import Any
 import torch
 
 ARCHITECTURE = {
-    "patch_size": 64, "stride": 64, "dropout": 0.1, "spacewise_first": True,
+    "patch_size": 64,
+    "stride": 64,
+    "dropout": 0.1,
+    "spacewise_first": True,
     "scaler_cls": "<class 'model.scaler.CausalPatchStdMeanScaler'>",
     "output_distribution_classes": ["<class 'model.distribution.MixtureOfStudentTsOutput'>"],
-    "output_distribution_kwargs": {"k_components": 24}, "use_memory_efficient_attention": False,
+    "output_distribution_kwargs": {"k_components": 24},
+    "use_memory_efficient_attention": False,
 }
 SIZES = {
-    "tiny": {"patch_size": 16, "stride": 16, "embed_dim": 32, "num_layers": 2, "num_heads": 2, "mlp_hidden_dim": 64,
-             "spacewise_every_n_layers": 2, "output_distribution_kwargs": {"k_components": 4}},
+    "tiny": {
+        "patch_size": 16,
+        "stride": 16,
+        "embed_dim": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "mlp_hidden_dim": 64,
+        "spacewise_every_n_layers": 2,
+        "output_distribution_kwargs": {"k_components": 4},
+    },
     "small": {"embed_dim": 256, "num_layers": 4, "num_heads": 4, "mlp_hidden_dim": 1024, "spacewise_every_n_layers": 4},
-    "base": {"embed_dim": 768, "num_layers": 12, "num_heads": 12, "mlp_hidden_dim": 3072,
-             "spacewise_every_n_layers": 12},
+    "base": {
+        "embed_dim": 768,
+        "num_layers": 12,
+        "num_heads": 12,
+        "mlp_hidden_dim": 3072,
+        "spacewise_every_n_layers": 12,
+    },
 }
 
 

@@ -60,8 +60,9 @@ class StudentTMixture:
         w = torch.arange(windows, device=pick.device)[None, :, None, None]
         h = torch.arange(horizon, device=pick.device)[None, None, None, :]
         df, loc, scale = self.df[w, h, pick], self.loc[w, h, pick], self.scale[w, h, pick]
-        return loc + scale * student_t(df, draws.uniform("toto.radius", num_samples, horizon),
-                                       draws.uniform("toto.angle", num_samples, horizon))
+        return loc + scale * student_t(
+            df, draws.uniform("toto.radius", num_samples, horizon), draws.uniform("toto.angle", num_samples, horizon)
+        )
 
     def aggregate(self, aggregator: Aggregator) -> torch.Tensor:
         """``[windows, horizon]``: ``aggregator`` applied to the distribution itself, in closed form
