@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +86,31 @@ def test_ray_with_pooled_shards_equals_local(tmp_path, market_dir):
         results[name] = stored(root), trials(root)
     assert results["ray"] == results["local"]
     assert any(row["symbol"] == "(pooled)" for row in results["local"][1])
+
+
+def test_a_shard_whose_worker_is_killed_is_evaluated_again_and_the_result_is_unchanged(tmp_path, market_dir):
+    """A SIGKILL of a Ray worker inside the pooled stage: its shard is evaluated again once Ray has restarted
+    it (before, the retries ran out while it restarted and the candidates were told as failed)."""
+    pytest.importorskip("ray")
+    from compiled_opt.plugins.executors.ray import RayExecutor
+    from compiled_opt.run.console import Console
+    from compiled_opt.run.driver import Run
+
+    results, killed = {}, []
+    for name, executor in (("local", ""), ("ray", '[executor]\nname = "ray"\noptions = { workers = 2 }\n')):
+        root = tmp_path / name
+        root.mkdir()
+        config = three_symbols(write_config(root, market_dir, trials=8, extra=POOLED.format(shards=3) + executor))
+        run = Run(load_config(config), console=Console(level="warning"))
+        original = run._on_batch
+
+        def on_batch(event, run=run, original=original):
+            original(event)
+            if isinstance(run.executor, RayExecutor) and not killed:  # the pooled stage's first batch
+                killed.append(run.executor.pids()[0])
+                os.kill(killed[0], signal.SIGKILL)
+
+        run._on_batch = on_batch
+        assert [o for o in run.execute() if o.status == "failed"] == []
+        results[name] = stored(root), trials(root)
+    assert killed and results["ray"] == results["local"]

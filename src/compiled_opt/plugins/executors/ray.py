@@ -57,6 +57,7 @@ from compiled_opt.api import (
 
 INSTALL = "pip install 'compiled-opt[ray]'"
 BINDS = ("loopback", "all")
+RESTART_S = 300.0  # how long a retry waits for Ray to restart a dead worker
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine mode, every process on 127.0.0.1
 
 
@@ -237,6 +238,7 @@ class RayExecutor(Executor):
                     attempt += 1
                     if attempt > self.max_retries:
                         raise
+                    _wait_restarted(self.actors)
 
         on_event(run_job(ShardedRunner(self.setup, evaluate, self.devices[0]), job, on_event))
 
@@ -258,7 +260,8 @@ class RayExecutor(Executor):
                     events = ray.get(next(stream))
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                     del running[stream]
-                    free.append(actor)  # Ray restarts it
+                    _wait_restarted([actor])
+                    free.append(actor)
                     if attempt <= self.max_retries:
                         rows = streamed.pop(job.job_id, [])
                         pending.appendleft(
@@ -282,6 +285,22 @@ class RayExecutor(Executor):
             ray.kill(actor)
         if ray.is_initialized() and not self.address:
             ray.shutdown()
+
+
+def _wait_restarted(actors: Sequence[Any], timeout_s: float = RESTART_S) -> None:
+    """Wait until Ray has restarted every one of ``actors`` that died: meanwhile their tasks fail at once
+    (``ActorUnavailableError``), which a retry must not count as another death."""
+    ray = _ray()
+    deadline = time.monotonic() + timeout_s
+    for actor in actors:
+        while True:
+            try:
+                ray.get(actor.ready.remote())
+                break
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def _sharded(job: JobSpec) -> bool:
