@@ -111,16 +111,22 @@ def _first_bad_line(path: Path, numeric: list[str]) -> UsageError | None:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, [])
+            columns = [(name, header.index(name)) for name in numeric]
             for row in reader:
-                where = f"{path}: line {reader.line_num}"
-                if row and len(row) != len(header):
-                    return UsageError(f"{len(row)} fields, the header has {len(header)}: {','.join(row)!r}", where)
-                for name in numeric:
-                    value = row[header.index(name)].strip() if row else ""
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    return UsageError(
+                        f"{len(row)} fields, the header has {len(header)}: {','.join(row)!r}",
+                        f"{path}: line {reader.line_num}",
+                    )
+                for name, at in columns:
                     try:
-                        float(value or "nan")
+                        float(row[at].strip() or "nan")
                     except ValueError:
-                        return UsageError(f"not a number: {value!r}", f"{where}: {name}")
+                        return UsageError(
+                            f"not a number: {row[at].strip()!r}", f"{path}: line {reader.line_num}: {name}"
+                        )
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
     return None
