@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_config
 from test_cli import snapshot
-from test_report import CHROMIUM
+from test_report import CHROMIUM, chromium
 
 from compiled_opt.commands.cli import main
 from compiled_opt.core.errors import UsageError
@@ -223,22 +222,7 @@ class Dom(HTMLParser):
 
 
 def chromium_dom(page: Path, profile: Path) -> Dom:
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=2000",
-        "--dump-dom",
-    ]
-    out = subprocess.run(
-        [str(CHROMIUM), *flags, page.as_uri()], check=True, capture_output=True, text=True, timeout=120
-    ).stdout
+    out = chromium(page, profile, "--virtual-time-budget=2000", "--dump-dom", text=True)
     dom = Dom()
     dom.feed(out)
     return dom

@@ -18,6 +18,25 @@ from compiled_opt.commands.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium(page: Path, profile: Path, *flags: str, text: bool = False) -> str | bytes:
+    """Debian's Chromium, headless and offline, on ``page`` with ``flags``: its standard output."""
+    quiet = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+    command = [str(CHROMIUM), *quiet, *flags, page.as_uri()]
+    return subprocess.run(command, check=True, capture_output=True, text=text, timeout=120).stdout
+
+
 # a comment in the config: the report shows the config file, so this checks that its text is escaped
 INJECTED = '\n# <script>alert("x")</script> & <b>bold</b>\n'
 
@@ -179,20 +198,7 @@ def test_chromium_renders_the_report(run, tmp_path):
     out = tmp_path / "r.html"
     assert main(["report", str(run), "--out", str(out)]) == 0
     shot = tmp_path / "shot.png"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1280,2000",
-    ]
-    subprocess.run([str(CHROMIUM), *flags, out.as_uri()], check=True, capture_output=True, timeout=120)
+    chromium(out, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000")
     assert png_size(shot.read_bytes()) == (1280, 2000)
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.std() > 0.05  # not a blank page
