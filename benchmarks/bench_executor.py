@@ -26,9 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from compiled_opt.commands.importer import import_csv
 from compiled_opt.core.config import load_config
 from compiled_opt.plugins.executors.local import LocalExecutor
 from compiled_opt.run.console import Console
@@ -37,7 +34,7 @@ from compiled_opt.run.executor import Executor
 from compiled_opt.store.records import JobId
 from compiled_opt.tuning.jobs import TrialBatch
 
-from market import MARKET
+from market import copies
 
 
 def config(data: Path, out: Path, trials: int, extra: str = "", windows: int = 30, samples: int = 64) -> Path:
@@ -68,16 +65,6 @@ aggregate = {{ choice = ["mean", "median", "trimmed_mean_10"] }}
     return path
 
 
-def symbols_dir(root: Path, count: int, source: str = "APP") -> Path:
-    """``count`` symbols, each a copy of a real one under another name."""
-    data = root / "data"
-    data.mkdir(parents=True)
-    table = pq.read_table(import_csv(MARKET / f"{source}.csv", root))
-    for i in range(count):
-        pq.write_table(table, data / f"S{i:05d}.parquet")
-    return data
-
-
 class Replay(Executor):
     """Replays one recorded job's events for every job, renamed: a worker that costs nothing. The time
     it takes to rename them (``overhead``) is not the driver's and is subtracted."""
@@ -105,7 +92,7 @@ class Replay(Executor):
 
 
 def absorb(root: Path, count: int, trials: int) -> dict:
-    data = symbols_dir(root, count)
+    data = copies(root / "data", count)
     quiet = Console(level="warning", stream=open(os.devnull, "w"))
     one = load_config(config(data, root / "one", trials), {"data.symbols": ["S00000"]})
     run = Run(one, console=quiet)
@@ -155,7 +142,7 @@ def _timed(fn, timers: dict, name: str):
 
 
 def scaling(root: Path, count: int, workers: int, windows: int, samples: int, trials: int) -> dict:
-    data = symbols_dir(root, count, "NU")
+    data = copies(root / "data", count, "NU")
     quiet = Console(level="warning", stream=open(os.devnull, "w"))
     times, started = {}, {}
     for name, executor, threads in (("local", "local", 0), ("local_1thread", "local", 1), ("ray", "ray", 0)):

@@ -40,25 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from market import copies
+
 HERE = Path(__file__).resolve().parent
-
-
-def data_dir(root: Path, count: int, rows: int | None = None) -> Path:
-    """``count`` symbols, copies of one real symbol under other names (its last ``rows`` rows)."""
-    import pyarrow.parquet as pq
-
-    from compiled_opt.commands.importer import import_csv
-
-    from market import MARKET
-
-    data = root / f"data-{count}-{rows}"
-    if not data.exists():
-        data.mkdir(parents=True)
-        table = pq.read_table(import_csv(MARKET / "APP.csv", root))
-        table = table.slice(max(table.num_rows - rows, 0)) if rows else table
-        for i in range(count):
-            pq.write_table(table, data / f"S{i:05d}.parquet")
-    return data
 
 
 def config_text(
@@ -164,7 +148,7 @@ def timed_run(config: Path, executor=None) -> dict:
 
 def child_throughput(root: Path, args: argparse.Namespace, workers: int) -> dict:
     symbols = args.symbols_per_worker * max(workers, 1) if args.symbols_per_worker else args.symbols
-    data = data_dir(root.parent, symbols)
+    data = copies(root.parent / f"data-{symbols}", symbols)
     executor = ray_options(workers) if workers else ""
     config = root / "scale.toml"
     root.mkdir(parents=True)
@@ -186,7 +170,7 @@ def child_big(root: Path, symbols: int, trials: int) -> dict:
 
     from compiled_opt.plugins.executors.local import LocalExecutor
 
-    data = data_dir(root.parent, symbols, rows=120)
+    data = copies(root.parent / f"data-{symbols}-last-120", symbols, rows=120)
     root.mkdir(parents=True)
     one, config = root / "one.toml", root / "all.toml"
     text = config_text(root / "one", data, trials, (0, 0), windows=30)
@@ -221,7 +205,7 @@ def child_pooled(root: Path, args: argparse.Namespace, workers: int, shards: int
     """The pooled stage of ``--pooled-symbols`` symbols: its wall time, and the pooled config it found."""
     from compiled_opt.store.records import JobId
 
-    data = data_dir(root.parent, args.pooled_symbols)
+    data = copies(root.parent / f"data-{args.pooled_symbols}", args.pooled_symbols)
     root.mkdir(parents=True)
     config = root / "pooled.toml"
     config.write_text(
